@@ -1,0 +1,67 @@
+"""Cluster back-ends: where the workers come from.
+
+``local`` (default), ``address`` and, when their modules are present, the dask-jobqueue batch systems and
+``gateway``. :func:`open_client` turns whatever the user passed as ``cluster=`` into a connected client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from distproc.cluster import address, local  # noqa: F401  (registers the back-ends)
+from distproc.cluster.base import ClusterBackend, backend_names, get_backend, register
+from distproc.exceptions import ConfigError
+
+__all__ = ("ClusterBackend", "backend_names", "get_backend", "open_client", "register")
+
+
+def _backend_for(cluster: Any, workers: int | None) -> ClusterBackend | None:
+    if cluster is None:
+        return get_backend("local", workers=workers)
+    if isinstance(cluster, ClusterBackend):
+        return cluster
+    if isinstance(cluster, str):
+        if "://" in cluster:
+            return get_backend("address", address=cluster)
+        return get_backend(cluster, **({"workers": workers} if workers and cluster == "local" else {}))
+    if isinstance(cluster, Mapping):
+        options = dict(cluster)
+        kind = options.pop("kind", "local")
+        if workers and kind == "local":
+            options.setdefault("workers", workers)
+        return get_backend(kind, **options)
+    return None
+
+
+@contextlib.contextmanager
+def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[Any]:
+    """Yield a :class:`distributed.Client` for *cluster*.
+
+    *cluster* is ``None`` (a LocalCluster of *workers* processes, default one per core), a scheduler
+    address (``tcp://…``, ``tls://…``), a kind name (``"local"``, ``"slurm"``, …), a mapping
+    ``{"kind": ..., **options}``, a :class:`ClusterBackend`, or an existing :class:`distributed.Client`
+    (used as is and left open).
+
+    Examples
+    --------
+    >>> from distproc.cluster import open_client
+    >>> with open_client(workers=1) as client:  # doctest: +SKIP
+    ...     client.submit(sum, [1, 2]).result()
+    3
+    """
+    from distributed import Client
+
+    if isinstance(cluster, Client):
+        yield cluster
+        return
+    backend = _backend_for(cluster, workers)
+    if backend is None:
+        msg = (
+            f"cluster= must be None, a scheduler address, a kind name, a mapping with 'kind', a "
+            f"ClusterBackend or a distributed.Client; got {type(cluster).__name__}"
+        )
+        raise ConfigError(msg, key="cluster")
+    with backend.client() as client:
+        yield client

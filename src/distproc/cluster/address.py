@@ -1,0 +1,46 @@
+"""``address``: connect to a running scheduler (``tcp://`` or ``tls://`` with certificates)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from distproc.cluster.base import ClusterBackend, register
+from distproc.exceptions import ClusterError
+
+
+@register
+class AddressBackend(ClusterBackend):
+    """An existing scheduler at ``address``; ``timeout`` bounds the wait for an answer (seconds)."""
+
+    name = "address"
+    options = {"address": None, "timeout": 10, "tls_ca_file": None, "tls_cert": None, "tls_key": None}
+    required = ("address",)
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[Any]:
+        from distributed import Client
+
+        address = self.config["address"]
+        security = None
+        if self.config["tls_ca_file"] or str(address).startswith("tls://"):
+            from distributed.security import Security
+
+            security = Security(
+                tls_ca_file=self.config["tls_ca_file"],
+                tls_client_cert=self.config["tls_cert"],
+                tls_client_key=self.config["tls_key"],
+                require_encryption=True,
+            )
+        timeout = float(self.config["timeout"])
+        try:
+            client = Client(address, timeout=timeout, security=security)
+        except (OSError, TimeoutError) as err:
+            msg = (
+                f"no Dask scheduler answered at {address!r} within {timeout:g} s ({err}). "
+                "Check the address and that the scheduler is running, or raise cluster.timeout."
+            )
+            raise ClusterError(msg) from err
+        with client:
+            yield client

@@ -1,0 +1,181 @@
+"""Configuration: one set of keys for YAML files, keyword arguments and environment variables.
+
+Precedence for a run option: explicit keyword argument (or CLI flag) → run YAML → ``DISTPROC_<KEY>``
+environment variable → the defaults shipped in ``distproc/distproc.yaml``. Every value is validated;
+unknown keys and wrong types raise :class:`~distproc.exceptions.ConfigError` naming the key, the file
+and the closest valid keys.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distproc.exceptions import ConfigError, format_options
+
+__all__ = ("RunConfig", "defaults", "load_config", "resolve_run_options")
+
+#: Run option → accepted types (``type(None)`` where null is allowed).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "chunksize": (int,),
+    "max_chunks": (int, type(None)),
+    "schema": (str,),
+    "treename": (str,),
+    "split_every": (int,),
+    "retries": (int,),
+    "skip_bad_files": (bool,),
+    "cache_dir": (str, type(None)),
+    "progress": (bool, type(None)),
+}
+_MINIMUM = {"chunksize": 1, "max_chunks": 1, "split_every": 2, "retries": 0}
+#: Keys of a run YAML besides the run options.
+_RUN_KEYS = {"processor", "fileset", "cluster", "output"}
+
+
+def defaults() -> dict[str, Any]:
+    """The shipped defaults (``distproc/distproc.yaml``)."""
+    text = resources.files("distproc").joinpath("distproc.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _check(key: str, value: Any, source: str | None) -> Any:
+    types = _TYPES[key]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        msg = f"{key} must be {names}, got {value!r} ({type(value).__name__})"
+        raise ConfigError(msg, key=key, source=source)
+    if key in _MINIMUM and value is not None and value < _MINIMUM[key]:
+        msg = f"{key} must be at least {_MINIMUM[key]}, got {value!r}"
+        raise ConfigError(msg, key=key, source=source)
+    return value
+
+
+def resolve_run_options(**given: Any) -> dict[str, Any]:
+    """Resolve every run option: given (non-None) value → ``DISTPROC_<KEY>`` → shipped default.
+
+    Examples
+    --------
+    >>> from distproc.config import resolve_run_options
+    >>> resolve_run_options(chunksize=50_000)["chunksize"]
+    50000
+    """
+    unknown = set(given) - set(_TYPES)
+    if unknown:
+        key = sorted(unknown)[0]
+        msg = f"unknown run option {key!r}. {format_options(key, _TYPES, 'options')}"
+        raise ConfigError(msg, key=key)
+    base = defaults()
+    resolved = {}
+    for key in _TYPES:
+        value, source = given.get(key), None
+        env = os.environ.get(f"DISTPROC_{key.upper()}")
+        if value is None and env is not None:
+            value, source = yaml.safe_load(env), f"environment variable DISTPROC_{key.upper()}"
+        if value is None:
+            value = base[key]
+        resolved[key] = _check(key, value, source)
+    if resolved["progress"] is None:
+        resolved["progress"] = sys.stderr.isatty()
+    return resolved
+
+
+@dataclass
+class RunConfig:
+    """A validated run YAML: processor, fileset, cluster, output and run options."""
+
+    processor: str
+    processor_args: dict[str, Any]
+    fileset: Mapping[str, Any]
+    cluster: Any = None
+    output: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        msg = f"cannot read {what} {path}: {err.strerror}"
+        raise ConfigError(msg, source=str(path)) from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        msg = f"{what} is not valid YAML: {err}"
+        raise ConfigError(msg, source=str(path)) from err
+
+
+def load_config(path: str | os.PathLike[str]) -> RunConfig:
+    """Read and validate a run YAML.
+
+    ``processor`` is ``"file.py:Class"`` or ``{class: "file.py:Class", args: {...}}``; ``fileset`` is a
+    coffea fileset mapping or the path of a YAML/JSON file holding one; ``cluster`` is a scheduler address
+    or ``{kind: ..., ...}``; the run options of :func:`resolve_run_options` may appear at top level.
+    Relative paths resolve against the YAML file's directory.
+
+    Examples
+    --------
+    >>> from distproc.config import load_config
+    >>> cfg = load_config("processors/demo.yaml")  # doctest: +SKIP
+    >>> cfg.processor  # doctest: +SKIP
+    'demo.py:DemoProcessor'
+    """
+    path = Path(path)
+    source = str(path)
+    data = _read_yaml(path, "config file")
+    if not isinstance(data, Mapping):
+        msg = f"a run config must be a YAML mapping, got {type(data).__name__}"
+        raise ConfigError(msg, source=source)
+    allowed = _RUN_KEYS | set(_TYPES)
+    for key in data:
+        if key not in allowed:
+            msg = f"unknown key {key!r}. {format_options(str(key), allowed, 'keys')}"
+            raise ConfigError(msg, key=str(key), source=source)
+    for key in ("processor", "fileset"):
+        if key not in data:
+            msg_0 = f"missing required key {key!r}"
+            raise ConfigError(msg_0, key=key, source=source)
+
+    proc = data["processor"]
+    if isinstance(proc, str):
+        proc_spec, proc_args = proc, {}
+    elif isinstance(proc, Mapping) and set(proc) <= {"class", "args"} and isinstance(proc.get("class"), str):
+        proc_spec, proc_args = proc["class"], dict(proc.get("args") or {})
+    else:
+        msg = "processor must be 'file.py:Class' or {class: 'file.py:Class', args: {...}}"
+        raise ConfigError(msg, key="processor", source=source)
+
+    fileset = data["fileset"]
+    if isinstance(fileset, str):
+        fileset_path = path.parent / fileset
+        fileset = _read_yaml(fileset_path, "fileset file")
+    if not isinstance(fileset, Mapping):
+        msg = f"fileset must be a mapping or the path of a YAML/JSON file, got {type(fileset).__name__}"
+        raise ConfigError(msg, key="fileset", source=source)
+
+    cluster = data.get("cluster")
+    if cluster is not None and not isinstance(cluster, str | Mapping):
+        msg = f"cluster must be a scheduler address or a mapping with 'kind', got {type(cluster).__name__}"
+        raise ConfigError(msg, key="cluster", source=source)
+    options = {k: _check(k, data[k], source) for k in _TYPES if k in data}
+    output = data.get("output")
+    if output is not None and not isinstance(output, str):
+        msg_0 = f"output must be a directory path, got {output!r}"
+        raise ConfigError(msg_0, key="output", source=source)
+    return RunConfig(
+        processor=proc_spec,
+        processor_args=proc_args,
+        fileset=fileset,
+        cluster=dict(cluster) if isinstance(cluster, Mapping) else cluster,
+        output=output,
+        options=options,
+        base_dir=path.parent.resolve(),
+    )

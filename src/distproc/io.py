@@ -1,0 +1,158 @@
+"""Writing and reading run outputs, atomically.
+
+``save(result, DIR)`` writes three files, each first to a temporary name in *DIR* and then renamed into
+place, so a crash never leaves a half-written file:
+
+``histograms.root``
+    Every :class:`hist.Hist` of the output, readable by uproot and ROOT. Naming scheme: a histogram at
+    ``output["a"]["b"]`` is named ``a/b``; each value of its categorical axes (``StrCategory`` /
+    ``IntCategory``, in axis order) adds a directory level, so the ``ttbar``/``nominal`` slice of
+    ``output["ht"]`` with axes ``(dataset, variation, ht)`` is ``ht/ttbar/nominal``. The numeric axes
+    (one to three) become a TH1/TH2/TH3 with sum of weights squared. A TObjString ``_index`` holds JSON
+    listing every histogram's categorical axis names and the values written.
+``output.pkl``
+    The full accumulator (cloudpickle).
+``report.json``
+    The run report (see :class:`distproc.report.RunReport`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distproc.engine import RunResult
+
+__all__ = ("atomic_write_bytes", "iter_hists", "load", "save", "write_histograms")
+
+_CATEGORY_TYPES = ("StrCategory", "IntCategory")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write *data* to *path* through a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def iter_hists(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(name, hist)`` for every :class:`hist.Hist` in a nested accumulator."""
+    import hist
+
+    if isinstance(output, hist.Hist):
+        yield prefix, output
+    elif isinstance(output, Mapping):
+        for key, value in output.items():
+            yield from iter_hists(value, f"{prefix}/{key}" if prefix else str(key))
+
+
+def _is_category(axis: Any) -> bool:
+    return type(axis).__name__ in _CATEGORY_TYPES
+
+
+def _slices(name: str, h: Any) -> Iterator[tuple[str, Any]]:
+    import hist
+
+    cat = [i for i, ax in enumerate(h.axes) if _is_category(ax)]
+    if not cat:
+        yield name, h
+        return
+    values = [list(h.axes[i]) for i in cat]
+    for combo in itertools.product(*values):
+        index = {h.axes[i].name or i: v for i, v in zip(cat, combo, strict=True)}
+        key = "/".join([name, *(str(v) for v in combo)])
+        yield key, h[{k: hist.loc(v) for k, v in index.items()}]
+
+
+def write_histograms(output: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write every histogram of *output* to a ROOT file at *path* (atomically); returns the index.
+
+    Examples
+    --------
+    >>> import hist
+    >>> from distproc.io import write_histograms
+    >>> h = hist.Hist.new.StrCat(["a"], name="dataset").Reg(4, 0, 1, name="x").Weight()
+    >>> write_histograms({"x": h.fill(dataset="a", x=[0.5])}, "h.root")  # doctest: +SKIP
+    {'x': {'categories': ['dataset'], 'written': ['x/a']}}
+    """
+    import uproot
+
+    path = Path(path)
+    index: dict[str, Any] = {}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with uproot.recreate(tmp) as f:
+            for name, h in iter_hists(output):
+                dims = sum(not _is_category(ax) for ax in h.axes)
+                entry = {"categories": [ax.name for ax in h.axes if _is_category(ax)], "written": []}
+                index[name] = entry
+                if not 1 <= dims <= 3:
+                    entry["skipped"] = f"{dims} numeric axes (ROOT histograms have 1 to 3)"
+                    continue
+                for key, sliced in _slices(name, h):
+                    f[key] = sliced
+                    entry["written"].append(key)
+            f["_index"] = json.dumps(index)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return index
+
+
+def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
+    """Write ``histograms.root``, ``output.pkl`` and ``report.json`` for *result* into *directory*.
+
+    Examples
+    --------
+    >>> import distproc
+    >>> result = distproc.run(MyProcessor(), {"dy": ["dy.root"]})  # doctest: +SKIP
+    >>> distproc.save(result, "out")  # doctest: +SKIP
+    """
+    import cloudpickle
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_histograms(result.output, directory / "histograms.root")
+    atomic_write_bytes(directory / "output.pkl", cloudpickle.dumps(result.output))
+    atomic_write_bytes(
+        directory / "report.json", json.dumps(result.report.to_dict(), indent=2, default=str).encode()
+    )
+    return directory
+
+
+def load(directory: str | os.PathLike[str]) -> RunResult:
+    """Read back what :func:`save` wrote.
+
+    Examples
+    --------
+    >>> import distproc
+    >>> result = distproc.load("out")  # doctest: +SKIP
+    >>> result.report.partial  # doctest: +SKIP
+    False
+    """
+    import pickle
+
+    from distproc.engine import RunResult
+    from distproc.report import RunReport
+
+    directory = Path(directory)
+    with open(directory / "output.pkl", "rb") as f:
+        output = pickle.load(f)
+    report = RunReport.from_dict(json.loads((directory / "report.json").read_text()))
+    return RunResult(output=output, report=report)

@@ -1,0 +1,143 @@
+"""The processor API: what a physicist writes.
+
+A processor is a class whose :meth:`~Processor.process` receives one partition of events as coffea
+NanoEvents and returns an addable accumulator (a dict of :class:`hist.Hist`, numbers, ...). It is
+compatible with coffea's ``ProcessorABC``: a coffea processor runs under distproc unchanged.
+
+Processors given as ``path/to/file.py:ClassName`` (config files, the CLI) are loaded by
+:func:`load_processor`, which also arranges for that file — and local helper modules it imports — to be
+pickled by value, so workers need not have it installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from coffea.processor import ProcessorABC
+
+from distproc.exceptions import ProcessorLoadError, format_options
+
+__all__ = ("Processor", "load_processor")
+
+
+class Processor(ProcessorABC):
+    """Base class for distproc processors (a coffea ``ProcessorABC``).
+
+    Either override :meth:`process`, or declare ``shape_variations`` (a
+    :class:`distproc.systematics.ShapeVariations`) and override :meth:`process_variation`, which then runs
+    once per variation with the varied events; every histogram it returns gains a ``variation`` axis.
+
+    Examples
+    --------
+    >>> import hist, distproc
+    >>> class JetPt(distproc.Processor):
+    ...     def process(self, events):
+    ...         h = hist.Hist.new.Reg(50, 0, 500, name="pt").Weight()
+    ...         h.fill(pt=events.Jet.pt[:, 0])
+    ...         return {"jet_pt": h, "events": len(events)}
+    """
+
+    shape_variations: Any = None
+
+    def process(self, events: Any) -> Any:
+        """Process one partition of *events*; return an addable accumulator."""
+        if self.shape_variations is None:
+            msg = f"{type(self).__name__} must override process(events) or declare shape_variations"
+            raise NotImplementedError(msg)
+        from distproc.systematics import run_variations
+
+        return run_variations(events, self.shape_variations, self.process_variation)
+
+    def process_variation(self, events: Any, variation: str) -> Any:
+        """Process *events* under one shape *variation* (used with ``shape_variations``)."""
+        msg = f"{type(self).__name__} declares shape_variations but does not override process_variation"
+        raise NotImplementedError(msg)
+
+    def postprocess(self, accumulator: Any) -> Any:
+        """Transform the fully reduced accumulator (runs once, on the client). Default: unchanged."""
+        return accumulator
+
+
+def _module_from_file(path: Path) -> Any:
+    name = f"distproc_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        msg = f"cannot import processor file {path}: not a Python module"
+        raise ProcessorLoadError(msg)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    directory = str(path.parent)
+    before = set(sys.modules)
+    sys.path.insert(0, directory)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        sys.modules.pop(name, None)
+        msg = f"importing processor file {path} failed: {type(err).__name__}: {err}"
+        raise ProcessorLoadError(msg) from err
+    finally:
+        sys.path.remove(directory)
+    _pickle_local_modules(module, path.parent, set(sys.modules) - before)
+    return module
+
+
+def _pickle_local_modules(module: Any, directory: Path, new: set[str]) -> None:
+    """Pickle the processor module and helpers imported from its directory by value (workers lack them)."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    for name in new:
+        mod = sys.modules.get(name)
+        file = getattr(mod, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(directory.resolve()):
+            cloudpickle.register_pickle_by_value(mod)
+
+
+def load_processor(spec: str, args: Mapping[str, Any] | None = None, *, base_dir: Path | None = None) -> Any:
+    """Instantiate the processor named by ``"path/to/file.py:ClassName"`` (or ``"package.module:Class"``).
+
+    Parameters
+    ----------
+    spec
+        File path (relative to *base_dir*) or importable module, a colon, and the class name.
+    args
+        Keyword arguments for the class's constructor.
+
+    Examples
+    --------
+    >>> from distproc import load_processor
+    >>> proc = load_processor("processors/demo.py:DemoProcessor")  # doctest: +SKIP
+    """
+    target, sep, class_name = str(spec).rpartition(":")
+    if not sep or not target or not class_name:
+        msg = f"processor must be given as 'path/to/file.py:ClassName', got {spec!r}"
+        raise ProcessorLoadError(msg)
+    if target.endswith(".py"):
+        path = Path(target)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if not path.is_file():
+            msg = f"processor file not found: {path}"
+            raise ProcessorLoadError(msg)
+        module = _module_from_file(path.resolve())
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            msg = f"cannot import processor module {target!r}: {err}"
+            raise ProcessorLoadError(msg) from err
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError:
+        classes = [n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")]
+        msg = f"no class {class_name!r} in {target}. {format_options(class_name, classes, 'classes')}"
+        raise ProcessorLoadError(msg) from None
+    try:
+        return cls(**dict(args or {}))
+    except TypeError as err:
+        msg = f"could not create {class_name} from {target} with arguments {dict(args or {})}: {err}"
+        raise ProcessorLoadError(msg) from err

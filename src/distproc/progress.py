@@ -1,0 +1,48 @@
+"""Progress display for long runs: a rich progress bar with events/s, and the dashboard link."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ("track",)
+
+
+def track(futures: Sequence[Any], sizes: Sequence[int], *, enabled: bool, dashboard: str = "") -> None:
+    """Wait for every partition future, showing events done and events/s when *enabled*.
+
+    Each future is released as soon as it finishes, so its result stays on the workers only until the
+    reduction consumes it.
+    """
+    from distributed import as_completed
+
+    size_of = {f.key: n for f, n in zip(futures, sizes, strict=True)}
+    if not enabled:
+        for future in as_completed(futures):
+            future.release()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(file=sys.stderr)
+    if dashboard:
+        console.print(f"Dask dashboard: {dashboard}")
+    total = sum(sizes)
+    start = time.perf_counter()
+    done_events = 0
+    columns = (
+        TextColumn("[bold]processing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("partitions  {task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("run", total=len(futures), rate="")
+        for future in as_completed(futures):
+            done_events += size_of[future.key]
+            future.release()
+            rate = done_events / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=1, rate=f"{done_events:,}/{total:,} events, {rate:,.0f} events/s")

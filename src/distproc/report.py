@@ -1,0 +1,148 @@
+"""The run report: what was processed, how fast, and what failed (``report.json``, ``result.report``)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ("DatasetReport", "PartitionFailure", "PartitionStat", "RunReport")
+
+
+@dataclass(frozen=True)
+class PartitionStat:
+    """Measurements of one processed partition (collected on the worker)."""
+
+    index: int
+    dataset: str
+    events: int
+    bytes_read: int
+    seconds: float
+    worker: str
+
+
+@dataclass(frozen=True)
+class PartitionFailure:
+    """A partition whose reading or processing raised; its events are missing from the output."""
+
+    dataset: str
+    file: str
+    treename: str
+    entry_start: int
+    entry_stop: int
+    exception: str
+    traceback: str
+    worker: str = ""
+
+    def describe(self) -> str:
+        """One line naming the partition and the exception."""
+        return (
+            f"{self.dataset}: {self.file} [{self.treename}] entries {self.entry_start}-{self.entry_stop}: "
+            f"{self.exception}"
+        )
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    """Per-dataset totals."""
+
+    events: int
+    partitions: int
+    partitions_failed: int
+    bytes_read: int
+    processing_seconds: float
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {
+        "min": ordered[0],
+        "median": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
+
+
+@dataclass
+class RunReport:
+    """Everything ``report.json`` holds. ``partial`` is true when any partition or file is missing."""
+
+    datasets: dict[str, DatasetReport]
+    events: int
+    wall_seconds: float
+    preprocess_seconds: float
+    partitions: int
+    partition_seconds: dict[str, float]
+    failures: list[PartitionFailure] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    cluster: str = ""
+    dashboard: str = ""
+
+    @property
+    def partial(self) -> bool:
+        """True when some input was not processed (failed partitions or skipped files)."""
+        return bool(self.failures or self.skipped_files)
+
+    @property
+    def events_per_second(self) -> float:
+        """Events processed per second of wall time."""
+        return self.events / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        stats: Iterable[PartitionStat],
+        failures: Iterable[PartitionFailure],
+        planned: Mapping[str, int],
+        planned_partitions: int,
+        **kwargs: Any,
+    ) -> RunReport:
+        """Assemble the report from the per-partition stats and failures gathered by the reduction."""
+        stats = list(stats)
+        failures = list(failures)
+        datasets = {}
+        for name in planned:
+            mine = [s for s in stats if s.dataset == name]
+            datasets[name] = DatasetReport(
+                events=sum(s.events for s in mine),
+                partitions=len(mine),
+                partitions_failed=sum(f.dataset == name for f in failures),
+                bytes_read=sum(s.bytes_read for s in mine),
+                processing_seconds=sum(s.seconds for s in mine),
+            )
+        return cls(
+            datasets=datasets,
+            events=sum(d.events for d in datasets.values()),
+            partitions=planned_partitions,
+            partition_seconds=_summary([s.seconds for s in stats]),
+            failures=failures,
+            **kwargs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (with derived ``partial`` and ``events_per_second``)."""
+        data = asdict(self)
+        data["partial"] = self.partial
+        data["events_per_second"] = self.events_per_second
+        for name, ds in self.datasets.items():
+            wall = self.wall_seconds
+            data["datasets"][name]["events_per_second"] = ds.events / wall if wall > 0 else 0.0
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunReport:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data.pop("partial", None)
+        data.pop("events_per_second", None)
+        data["datasets"] = {
+            k: DatasetReport(**{f: v[f] for f in DatasetReport.__dataclass_fields__})
+            for k, v in data["datasets"].items()
+        }
+        data["failures"] = [PartitionFailure(**f) for f in data.get("failures", [])]
+        return cls(**data)
