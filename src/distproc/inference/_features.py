@@ -27,7 +27,7 @@ import numpy as np
 
 from distproc.exceptions import format_options
 from distproc.inference._spec import TensorSpec, check_dtype, check_shape
-from distproc.inference.backends import is_cupy
+from distproc.inference.backends import import_cupy, is_cupy
 from distproc.inference.errors import InferenceInputError
 
 LAYOUTS = ("auto", "events", "objects", "padded")
@@ -176,7 +176,8 @@ class Prepared:
     fed_shape: tuple[int | None, ...]
     dtype: np.dtype
     columns: list[Any]  # typetracer ak.Arrays, or xp arrays of shape (rows, *middle)
-    counts: Any = None  # objects per event (objects layout)
+    counts: Any = None  # objects per event (objects layout, typetracer)
+    offsets: Any = None  # object offsets per event, from 0 (objects layout, NumPy or CuPy)
     _buffer: Any = field(default=None, repr=False)
 
     @property
@@ -241,45 +242,54 @@ def prepare(
         counts = ak.num(jagged[0].array, axis=1) if chosen == "objects" else None
         return Prepared(spec, chosen, names, fed, dtype, [c.array for c in cols], counts)
 
-    counts = None
+    offsets = None
     if chosen == "objects":
-        counts = _counts(jagged[0].array)
+        offsets = _offsets(jagged[0].array)
         for c in jagged[1:]:
-            other = _counts(c.array)
-            if len(other) != len(counts) or not bool((other == counts).all()):
+            other = _offsets(c.array)
+            if other is not offsets and (len(other) != len(offsets) or not bool((other == offsets).all())):
                 msg = (
                     f"input {spec.describe()}: features {jagged[0].name!r} and {c.name!r} have different "
                     "numbers of objects per event; per-object features must come from the same collection."
                 )
                 raise InferenceInputError(msg, input_name=spec.name)
-    arrays = [_materialize(c, chosen, n_obj, fill_value, counts) for c in cols]
-    return Prepared(spec, chosen, names, fed, dtype, arrays, counts)
+    arrays = [_materialize(c, chosen, n_obj, fill_value, offsets) for c in cols]
+    return Prepared(spec, chosen, names, fed, dtype, arrays, offsets=offsets)
 
 
-def _counts(array: ak.Array) -> Any:
+def _offsets(array: ak.Array) -> Any:
+    """Offsets (starting at 0) of the objects of each event, as a NumPy or CuPy array."""
+    layout = array.layout
+    if isinstance(layout, ak.contents.ListOffsetArray):
+        offsets = layout.offsets.data
+        return offsets if int(offsets[0]) == 0 else offsets - offsets[0]
     num = ak.num(array, axis=1)
-    if num.layout.is_option:
+    if num.layout.is_option:  # events that are None have no objects
         num = ak.fill_none(num, 0)
-    return _to_xp(num)
+    counts = _to_xp(num)
+    xp = import_cupy() if is_cupy(counts) else np
+    offsets = xp.zeros(len(counts) + 1, dtype=np.int64)
+    xp.cumsum(counts, out=offsets[1:])
+    return offsets
 
 
-def _materialize(c: Column, layout: str, n_obj: int, fill_value: float, counts: Any) -> Any:
+def _materialize(c: Column, layout: str, n_obj: int, fill_value: float, offsets: Any) -> Any:
     array = c.array
-    if not isinstance(array, ak.Array):
+    if c.var_depth == 0:
+        if isinstance(array, ak.Array):
+            array = _to_xp(ak.fill_none(array, fill_value) if c.optional else array)
         if layout == "objects":
-            return _repeat(array, counts)
+            return _repeat(array, offsets)
         if layout == "padded":
             return array[:, None].repeat(n_obj, axis=1)
         return array
-    if c.var_depth == 0:
-        array = ak.fill_none(array, fill_value) if c.optional else array
-        flat = _to_xp(array)
-        if layout == "objects":
-            return _repeat(flat, counts)
-        if layout == "padded":
-            return flat[:, None].repeat(n_obj, axis=1)
-        return flat
     if layout == "objects":
+        lists = array.layout
+        if isinstance(lists, ak.contents.ListOffsetArray) and isinstance(
+            lists.content, ak.contents.NumpyArray
+        ):
+            bounds = lists.offsets.data
+            return lists.content.data[int(bounds[0]) : int(bounds[-1])]  # no copy
         if c.optional:
             array = ak.fill_none(array, fill_value, axis=-1)
         flat = ak.flatten(array, axis=1)
@@ -292,12 +302,10 @@ def _materialize(c: Column, layout: str, n_obj: int, fill_value: float, counts: 
     return _to_xp(padded)
 
 
-def _repeat(values: Any, counts: Any) -> Any:
+def _repeat(values: Any, offsets: Any) -> Any:
     """Each event's value once per object of the event (NumPy or CuPy)."""
     if not is_cupy(values):
-        return np.repeat(values, counts, axis=0)
-    import cupy
-
-    offsets = cupy.cumsum(cupy.asarray(counts))
-    index = cupy.searchsorted(offsets, cupy.arange(int(offsets[-1]) if len(offsets) else 0), side="right")
+        return np.repeat(values, np.diff(offsets), axis=0)
+    cupy = import_cupy()
+    index = cupy.searchsorted(cupy.asarray(offsets)[1:], cupy.arange(int(offsets[-1])), side="right")
     return values[index]

@@ -413,20 +413,29 @@ class OnnxModel:
         return np.empty((0, *trailing), dtype=spec.dtype)
 
     def _typetracer(self, name: str) -> ak.Array:
-        return ak.Array(ak.to_layout(self._empty(name)).to_typetracer(forget_length=True))
+        return ak.Array(
+            ak.to_layout(self._squeezed(name, self._empty(name))).to_typetracer(forget_length=True)
+        )
+
+    def _squeezed(self, name: str, array: Any) -> Any:
+        """An output declared ``(N, 1)`` as ``(N,)`` when ``squeeze`` is on."""
+        spec = self._spec(name)
+        if self.squeeze and spec.rank == 2 and spec.shape is not None and spec.shape[1] == 1:
+            return array.reshape(array.shape[0])
+        return array
 
     def _assemble(self, arrays: dict[str, Any], ref: Prepared) -> ak.Array:
-        fields = {}
-        for name, array in arrays.items():
-            spec = self._spec(name)
-            out = array if isinstance(array, ak.Array) else ak.Array(array)
-            if self.squeeze and spec.rank == 2 and spec.shape is not None and spec.shape[1] == 1:
-                out = out[:, 0]
-            fields[name] = out
+        fields = {
+            name: array if isinstance(array, ak.Array) else ak.Array(self._squeezed(name, array))
+            for name, array in arrays.items()
+        }
         result = next(iter(fields.values())) if len(fields) == 1 else ak.zip(fields, depth_limit=1)
-        if ref.layout == "objects":
-            result = ak.unflatten(result, ref.counts)
-        return result
+        if ref.layout != "objects":
+            return result
+        if ref.offsets is None:  # typetracer
+            return ak.unflatten(result, ref.counts)
+        lists = ak.contents.ListOffsetArray(ak.index.Index(ref.offsets), result.layout)
+        return ak.Array(lists)
 
 
 _DEFAULTS = {"features": None, "layout": "auto", "max_objects": None}
