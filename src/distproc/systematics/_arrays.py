@@ -19,7 +19,7 @@ No Python loop runs over events or objects.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from distproc.exceptions import format_options
 from distproc.systematics._errors import InputsError
 
 Kernel = Callable[..., Any]
@@ -75,6 +76,60 @@ def check_numeric(x: object, what: str) -> None:
         if kind in ("string", "bytestring"):
             msg = f"{what} must be numeric, got an array of strings"
             raise InputsError(msg)
+    elif isinstance(x, np.ndarray) and x.dtype.kind not in "biuf":
+        msg = f"{what} must be a numeric array, got dtype {x.dtype}"
+        raise InputsError(msg)
+
+
+def bind_inputs(owner: str, names: Sequence[str], args: Sequence[Any], named: Mapping[str, Any]) -> list[Any]:
+    """Bind positional and keyword *args* to input *names* like a Python call; raise on a mismatch.
+
+    Parameters
+    ----------
+    owner
+        How the callee is named in messages, e.g. ``"BinnedLookup 'sf'"``.
+    names
+        The input names, in order.
+    args, named
+        The positional and keyword arguments of the call.
+
+    Returns
+    -------
+    list
+        One value per input, in the order of *names*.
+
+    Raises
+    ------
+    InputsError
+        Too many positional arguments, an unknown or repeated keyword, or a missing input.
+
+    Examples
+    --------
+    >>> bind_inputs("f", ("pt", "abseta"), [30.0], {"abseta": 1.2})
+    [30.0, 1.2]
+    """
+    expected = ", ".join(repr(n) for n in names)
+    plural = "" if len(names) == 1 else "s"
+    if len(args) > len(names):
+        msg = f"{owner} takes {len(names)} input{plural} ({expected}), got {len(args)} positional"
+        raise InputsError(msg)
+    bound = dict(zip(names, args, strict=False))
+    for key, value in named.items():
+        if key not in names:
+            msg = f"{owner} has no input {key!r}. {format_options(key, names, 'inputs')}"
+            raise InputsError(msg)
+        if key in bound:
+            msg = f"{owner} got input {key!r} both by position and by name"
+            raise InputsError(msg)
+        bound[key] = value
+    missing = [n for n in names if n not in bound]
+    if missing:
+        msg = (
+            f"{owner} takes {len(names)} input{plural} ({expected}), got {len(bound)}; "
+            f"missing {', '.join(repr(n) for n in missing)}"
+        )
+        raise InputsError(msg)
+    return [bound[n] for n in names]
 
 
 @dataclass(frozen=True)

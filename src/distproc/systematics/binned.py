@@ -10,61 +10,10 @@ from typing import Any, Literal
 import numpy as np
 
 from distproc.exceptions import format_options
-from distproc.systematics._arrays import check_numeric, map_flat
+from distproc.systematics._arrays import bind_inputs, check_numeric, map_flat
 from distproc.systematics._errors import BinningError, InputsError
 
-__all__ = ("BinnedLookup", "bind_inputs")
-
-
-def bind_inputs(owner: str, names: Sequence[str], args: Sequence[Any], named: Mapping[str, Any]) -> list[Any]:
-    """Bind positional and keyword *args* to input *names* like a Python call; raise on a mismatch.
-
-    Parameters
-    ----------
-    owner
-        How the callee is named in messages, e.g. ``"BinnedLookup 'sf'"``.
-    names
-        The input names, in order.
-    args, named
-        The positional and keyword arguments of the call.
-
-    Returns
-    -------
-    list
-        One value per input, in the order of *names*.
-
-    Raises
-    ------
-    InputsError
-        Too many positional arguments, an unknown or repeated keyword, or a missing input.
-
-    Examples
-    --------
-    >>> bind_inputs("f", ("pt", "abseta"), [30.0], {"abseta": 1.2})
-    [30.0, 1.2]
-    """
-    expected = ", ".join(repr(n) for n in names)
-    plural = "" if len(names) == 1 else "s"
-    if len(args) > len(names):
-        msg = f"{owner} takes {len(names)} input{plural} ({expected}), got {len(args)} positional"
-        raise InputsError(msg)
-    bound = dict(zip(names, args, strict=False))
-    for key, value in named.items():
-        if key not in names:
-            msg = f"{owner} has no input {key!r}. {format_options(key, names, 'inputs')}"
-            raise InputsError(msg)
-        if key in bound:
-            msg = f"{owner} got input {key!r} both by position and by name"
-            raise InputsError(msg)
-        bound[key] = value
-    missing = [n for n in names if n not in bound]
-    if missing:
-        msg = (
-            f"{owner} takes {len(names)} input{plural} ({expected}), got {len(bound)}; "
-            f"missing {', '.join(repr(n) for n in missing)}"
-        )
-        raise InputsError(msg)
-    return [bound[n] for n in names]
+__all__ = ("BinnedLookup",)
 
 
 def _check_edges(owner: str, axis: int, name: str, edges: Any) -> np.ndarray:

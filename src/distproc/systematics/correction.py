@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from distproc.exceptions import SystematicsError, format_options
-from distproc.systematics._arrays import check_numeric, map_flat
+from distproc.systematics._arrays import bind_inputs, check_numeric, map_flat
 from distproc.systematics._errors import CorrectionNotFoundError, InputsError
-from distproc.systematics.binned import bind_inputs
 
 __all__ = ("Correction", "load_correction_set")
 

@@ -187,9 +187,10 @@ class Scale(_CollectionVariation):
         Base name; the variations are ``f"{name}_{direction}"``.
     delta
         The relative shift: a number; a function ``f(objects) -> array`` of the collection; a
-        :class:`~distproc.systematics.BinnedLookup` or :class:`~distproc.systematics.Correction` whose
-        input names are fields of the collection (``"absX"`` means ``abs(X)``); or an ``(up, down)``
-        pair of these for asymmetric shifts.
+        :class:`~distproc.systematics.BinnedLookup` (its nominal table) or
+        :class:`~distproc.systematics.Correction` whose input names are fields of the collection
+        (``"absX"`` means ``abs(X)``); or an ``(up, down)`` pair of these for asymmetric shifts, e.g.
+        ``(lambda j: unc(j.pt, abs(j.eta), variation="up"), lambda j: unc(..., variation="down"))``.
     collection
         The events field holding the objects, e.g. ``"Jet"``.
     fields
