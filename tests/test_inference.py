@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import sys
-import warnings
 from pathlib import Path
 
 import awkward as ak
@@ -14,6 +13,7 @@ import dask_awkward as dak
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto
 
 from distproc.exceptions import InferenceError
 from distproc.inference import (
@@ -117,6 +117,33 @@ def test_objects_layout_is_aligned_event_by_event(mlp_path: Path, raw_mlp: ort.I
         np.testing.assert_allclose(ak.to_numpy(out[i]), expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "select",
+    [
+        pytest.param(lambda j: j[50:120], id="sliced"),
+        pytest.param(lambda j: j[j.f0 > 0], id="jets-filtered"),
+        pytest.param(lambda j: j[ak.num(j) > 2], id="events-filtered"),
+        pytest.param(lambda j: j[np.arange(len(j))[::-3]], id="events-reordered"),
+    ],
+)
+def test_sliced_and_filtered_collections(mlp_path: Path, raw_mlp: ort.InferenceSession, select) -> None:
+    jets = select(make_jets(200, seed=12))
+    out = OnnxModel(mlp_path, backend="cpu", features=FEATURES, batch_size=50)(jets)
+    assert ak.num(out).tolist() == ak.num(jets).tolist()
+    expected = raw_run(raw_mlp, rows_of(jets, FEATURES))[:, 0]
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(out)), expected, atol=1e-6, rtol=0)
+
+
+def test_masked_objects_take_the_fill_value(mlp_path: Path, raw_mlp: ort.InferenceSession) -> None:
+    jets = make_jets(100, seed=13)
+    masked = ak.mask(jets, jets.f0 > 0)  # some jets are None
+    out = OnnxModel(mlp_path, backend="cpu", fill_value=-1.0)(masked)
+    assert ak.num(out).tolist() == ak.num(jets).tolist()
+    filled = ak.zip({f: ak.fill_none(masked[f], -1.0) for f in FEATURES})
+    expected = raw_run(raw_mlp, rows_of(filled, FEATURES))[:, 0]
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(out)), expected, atol=1e-6, rtol=0)
+
+
 def test_batching_gives_the_same_values(mlp_path: Path) -> None:
     jets = make_jets(300, seed=4)
     big = OnnxModel(mlp_path, backend="cpu", features=FEATURES)(jets)
@@ -211,6 +238,9 @@ def test_xgboost_bdt_matches_xgboost() -> None:
     assert str(out.type) == "6 * var * 2 * float32"
     assert ak.num(out).tolist() == [0, 3, 1, 996, 0, 1000]
     np.testing.assert_allclose(ak.to_numpy(ak.flatten(out)), clf.predict_proba(x), atol=1e-5, rtol=0)
+    both = OnnxModel.from_bytes(onnx_bytes, backend="cpu")(jets)  # several outputs: jagged records
+    assert str(both.type) == "6 * var * {label: int64, probabilities: 2 * float32}"
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(both.label)), clf.predict(x))
 
 
 def test_sklearn_zipmap_output_is_explained() -> None:
@@ -280,6 +310,15 @@ def test_dtype_mismatch() -> None:
         model({"a": np.array([1.5, 2.0]), "b": np.array([3, 4])})
     with pytest.raises(InferenceInputError, match=r"feature 'b' holds strings"):
         model({"a": np.array([1, 2]), "b": ak.Array(["x", "y"])})
+    double = models.mlp(n_in=3, hidden=(4,), elem_type=TensorProto.DOUBLE)
+    x32 = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    out = OnnxModel.from_bytes(double, backend="cpu")(
+        ak.zip({"a": x32[:, 0], "b": x32[:, 1], "c": x32[:, 2]})
+    )
+    assert str(out.type) == "20 * float64"
+    session = ort.InferenceSession(double, providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x32.astype(np.float64)})[0][:, 0]
+    np.testing.assert_allclose(ak.to_numpy(out), expected, atol=1e-12, rtol=0)
 
 
 def test_nan_passes_through_by_default_or_is_rejected(mlp_path: Path) -> None:
@@ -435,6 +474,25 @@ def test_dask_awkward_maps_partitions_and_projects_columns(mlp_path: Path) -> No
     assert sum(1 for key in graph if str(key).startswith("onnx-model-")) == 1
 
 
+def test_nanoevents_collection_in_dask_and_eager_mode(nano_dy: Path) -> None:
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    model = OnnxModel.from_bytes(
+        models.mlp(n_in=4, hidden=(8,)), backend="cpu", features=["pt", "eta", "phi", "mass"]
+    )
+    source = {str(nano_dy): "Events"}
+    lazy = NanoEventsFactory.from_root(source, schemaclass=NanoAODSchema, mode="dask").events()
+    scores = model(lazy.Jet[lazy.Jet.pt > 20])
+    columns = next(iter(dak.report_necessary_columns(scores).values()))
+    assert sorted(columns) == ["Jet_eta", "Jet_mass", "Jet_phi", "Jet_pt", "nJet"]
+    computed = scores.compute(scheduler="sync")
+    eager = NanoEventsFactory.from_root(source, schemaclass=NanoAODSchema, mode="eager").events()
+    jets = eager.Jet[eager.Jet.pt > 20]
+    direct = model(jets)
+    assert ak.num(computed).tolist() == ak.num(jets).tolist() == ak.num(direct).tolist()
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(computed)), ak.to_numpy(ak.flatten(direct)), atol=1e-6)
+
+
 # -------------------------------------------------------------------------------- distributed workers
 def _worker_session_threads(model: OnnxModel) -> int:
     return model._session()[1].get_session_options().intra_op_num_threads
@@ -446,7 +504,6 @@ def test_on_two_worker_processes(mlp_path: Path, raw_mlp: ort.InferenceSession) 
     model = OnnxModel(mlp_path, backend="auto", features=FEATURES, batch_size=100)
     chunks = [make_jets(200, seed=s) for s in range(6)]
     with (
-        warnings.catch_warnings(),
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
         ) as cluster,
