@@ -209,9 +209,18 @@ def test_events_per_file_and_metadata(tmp_path: Path) -> None:
         "treename": "Events",
         "seed": 4,
         "compression": "zstd",
+        "compression_level": 1,
     }
     assert load_samples(tmp_path) == {"single_top_t_chan": info}
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_rewriting_a_sample_removes_its_old_files(tmp_path: Path) -> None:
+    make_sample("wjets", 300, tmp_path, events_per_file=100)
+    (tmp_path / "unrelated_7.root").write_bytes(b"")
+    info = make_sample("wjets", 300, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.root")) == ["unrelated_7.root", "wjets_0.root"]
+    assert load_samples(tmp_path) == {"wjets": info}
 
 
 def test_several_processes_share_a_directory(tmp_path: Path) -> None:
@@ -239,6 +248,15 @@ def test_compressions_readable(tmp_path: Path, compression: str, algorithm: str)
         assert type(file.file.compression).__name__ == algorithm
         assert len(file["Events"].arrays(["Jet_pt", "Muon_tightId"])) == 1000
     assert info.compression == compression.lower()
+
+
+def test_compression_level(tmp_path: Path) -> None:
+    fast = make_sample("ttbar", 5000, tmp_path / "fast", compression_level=1)
+    small = make_sample("ttbar", 5000, tmp_path / "small", compression_level=9)
+    assert small.compression_level == 9
+    size = {info.compression_level: Path(info.files[0]).stat().st_size for info in (fast, small)}
+    assert size[9] < size[1]
+    assert ak.array_equal(_read(fast), _read(small))
 
 
 @pytest.mark.parametrize(
