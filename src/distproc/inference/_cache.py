@@ -78,6 +78,12 @@ def sessions_created() -> int:
 
 
 def clear_sessions() -> None:
-    """Drop every cached session of this process (they are rebuilt on next use)."""
+    """Drop every cached session of this process (they are rebuilt on next use).
+
+    Examples
+    --------
+    >>> from distproc.inference import clear_sessions
+    >>> clear_sessions()
+    """
     with _LOCK:
         _SESSIONS.clear()
