@@ -386,6 +386,7 @@ _JET_ID_CUTS = (0.02, 0.05)  # jetId 0 below the first, 2 between, 6 above
 
 
 def _jets(rng: np.random.Generator, spec: ProcessSpec, n: int, n_lep: np.ndarray) -> dict[str, Any]:
+    """Jets of *n* events with *n_lep* prompt leptons each: per-event counts and sorted field arrays."""
     n_light = _binomial(_uniform(rng, n), 2 * np.clip(spec.n_w - n_lep, 0, None), 0.9)
     n_fwd = _uniform(rng, n) < spec.forward_prob
     n_extra = _geometric(_uniform(rng, n), spec.n_extra)
