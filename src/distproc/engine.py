@@ -57,13 +57,34 @@ def _worker_name() -> str:
         return "client"
 
 
-def _process_partition(processor: Any, table: PartitionTable, i: int, schema: str, retries: int) -> _Partial:
+#: Processors unpickled in this (worker) process, by run token: each is unpickled once per process.
+_PROCESSORS: dict[str, Any] = {}
+
+
+def _processor(token: str, payload: bytes) -> Any:
+    """The processor of run *token*, unpickled from *payload* once per process.
+
+    The processor travels as cloudpickle bytes because distributed pickles graph values with plain pickle
+    when it can, which would reference a user's processor module by name instead of carrying it.
+    """
+    if token not in _PROCESSORS:
+        import pickle
+
+        _PROCESSORS.clear()  # one run at a time per worker: drop the previous run's processor
+        _PROCESSORS[token] = pickle.loads(payload)
+    return _PROCESSORS[token]
+
+
+def _process_partition(
+    proc: tuple[str, bytes], table: PartitionTable, i: int, schema: str, retries: int
+) -> _Partial:
     """Read partition *i* of *table*, run the processor on it, and never raise: failures are recorded."""
     from distproc.reading import partition_events
 
     part = table[i]
     start = time.perf_counter()
     try:
+        processor = _processor(*proc)
         events, file = partition_events(
             part.file,
             part.treename,
@@ -114,9 +135,11 @@ def build_graph(
     processor: Any, table: PartitionTable, *, schema: str, retries: int, split_every: int
 ) -> tuple[dict[Any, Any], list[Any], Any]:
     """The task graph: partition tasks and a tree reduction. Returns ``(graph, partition_keys, final)``."""
+    import cloudpickle
+
     token = uuid.uuid4().hex[:12]
     proc_key, table_key = f"distproc-processor-{token}", f"distproc-partitions-{token}"
-    graph: dict[Any, Any] = {proc_key: processor, table_key: table}
+    graph: dict[Any, Any] = {proc_key: (token, cloudpickle.dumps(processor)), table_key: table}
     name = f"distproc-process-{token}"
     level = [(name, i) for i in range(len(table))]
     for key in level:

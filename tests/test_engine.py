@@ -1,0 +1,162 @@
+"""The run engine against a real distributed LocalCluster and real ROOT files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+import distproc
+from distproc.cluster import open_client
+from distproc.engine import build_graph
+from distproc.fileset import normalize_fileset
+from distproc.partitioning import plan_partitions
+
+PROCS = Path(__file__).parent / "procs" / "muon.py"
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def client():
+    with open_client(workers=2) as c:
+        yield c
+
+
+@pytest.fixture
+def fileset(nano_dy, nano_tt):
+    return {
+        "dy": {"files": {str(nano_dy): "Events"}, "metadata": {"xsec": 6077.2}},
+        "tt": {"files": [str(nano_tt)], "metadata": {"xsec": 729.8}},
+    }
+
+
+def run(proc, fileset, tmp_path, **kwargs):
+    kwargs.setdefault("progress", False)
+    return distproc.run(proc, fileset, cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def reference_muon_pt(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Independent computation with plain uproot + numpy."""
+    arrays = uproot.open(path)["Events"].arrays(["Muon_pt", "genWeight"], library="np")
+    pt = np.concatenate(arrays["Muon_pt"])
+    weight = np.repeat(arrays["genWeight"], [len(x) for x in arrays["Muon_pt"]])
+    values, _ = np.histogram(pt, bins=20, range=(0, 200), weights=weight)
+    variances, _ = np.histogram(pt, bins=20, range=(0, 200), weights=weight**2)
+    return values, variances
+
+
+def test_histograms_equal_independent_computation(client, fileset, nano_dy, nano_tt, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    result = run(proc, fileset, tmp_path, cluster=client, chunksize=15)
+    h = result.output["muon_pt"]
+    for dataset, path in (("dy", nano_dy), ("tt", nano_tt)):
+        values, variances = reference_muon_pt(path)
+        np.testing.assert_allclose(h[{"dataset": dataset}].values(), values, rtol=1e-6)
+        np.testing.assert_allclose(h[{"dataset": dataset}].variances(), variances, rtol=1e-6)
+    assert result.output["events"] == 240
+    assert result.output["metadata"] == {("dy", 6077.2), ("tt", 729.8)}  # metadata reached the processor
+    report = result.report
+    assert not result.partial
+    assert report.datasets["dy"].events == 40 and report.datasets["tt"].events == 200
+    assert report.datasets["dy"].partitions == 3 and report.datasets["tt"].partitions == 14
+    assert report.partitions == 17
+    assert set(report.partition_seconds) == {"min", "median", "p95", "max", "mean"}
+
+
+def test_one_vs_many_partitions_and_workers(client, fileset, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    many = run(proc, fileset, tmp_path, cluster=client, chunksize=7).output
+    one = run(proc, fileset, tmp_path, workers=1, chunksize=1000).output
+    assert many["events"] == one["events"]
+    np.testing.assert_allclose(many["muon_pt"].values(), one["muon_pt"].values(), rtol=1e-12)
+    np.testing.assert_allclose(many["muon_pt"].variances(), one["muon_pt"].variances(), rtol=1e-12)
+
+
+def test_only_touched_branches_are_read(client, nano_dy, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    result = run(proc, {"dy": [str(nano_dy)]}, tmp_path, cluster=client)
+    tree = uproot.open(nano_dy)["Events"]
+    used = sum(tree[b].compressed_bytes for b in ("Muon_pt", "nMuon", "genWeight"))
+    read = result.report.datasets["dy"].bytes_read
+    assert used <= read < nano_dy.stat().st_size / 3
+
+
+def test_unmodified_coffea_processor(client, fileset, nano_tt, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:CoffeaJets")
+    out = run(proc, fileset, tmp_path, cluster=client, chunksize=50).output
+    assert out["tt"]["cutflow"]["all"] == 200 and out["dy"]["cutflow"]["all"] == 40
+    jets = uproot.open(nano_tt)["Events"]["Jet_pt"].array()
+    lead = ak.fill_none(ak.firsts(jets[jets > 20]), -1.0)
+    ref, _ = np.histogram(ak.to_numpy(lead), bins=30, range=(0, 300))
+    np.testing.assert_array_equal(out["tt"]["lead_jet_pt"].values(), ref)
+
+
+def test_physlite_schema(client, physlite, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:ElectronCount")
+    out = run(
+        proc,
+        {"atlas": {"files": {str(physlite): "CollectionTree"}}},
+        tmp_path,
+        cluster=client,
+        schema="physlite",
+        chunksize=40,
+    ).output
+    pt = uproot.open(physlite)["CollectionTree"]["AnalysisElectronsAuxDyn.pt"].array()
+    assert out["n_electrons"] == int(ak.sum(ak.num(pt)))
+    assert out["sum_pt"] == pytest.approx(float(ak.sum(pt)), rel=1e-6)
+
+
+def test_graph_is_linear_in_partitions(nano_tt, tmp_path):
+    table, _ = plan_partitions(normalize_fileset({"tt": [str(nano_tt)]}), chunksize=2, cache_dir=tmp_path)
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    graph, parts, final = build_graph(proc, table, schema="nanoaod", retries=0, split_every=8)
+    assert len(parts) == 100
+    # partitions + 13 + 2 + 1 reduction nodes + the processor and table keys, whatever the processor fills
+    assert len(graph) == 100 + 13 + 2 + 1 + 2
+    assert final in graph
+
+
+def test_preprocessing_cache_avoids_reopening(nano_dy, tmp_path, monkeypatch):
+    datasets = normalize_fileset({"dy": [str(nano_dy)]})
+    first, _ = plan_partitions(datasets, chunksize=10, cache_dir=tmp_path)
+    assert (tmp_path / "entries-v1.json").exists()
+
+    def must_not_open(*args, **kwargs):
+        raise AssertionError("file reopened despite the cache")
+
+    monkeypatch.setattr("distproc.partitioning.count_entries", must_not_open)
+    second, _ = plan_partitions(datasets, chunksize=10, cache_dir=tmp_path)
+    assert second == first and len(second) == 4
+    # a changed file (new size/mtime) is counted again
+    copy = tmp_path / "dy.root"
+    shutil.copy(nano_dy, copy)
+    with pytest.raises(AssertionError, match="reopened"):
+        plan_partitions(normalize_fileset({"dy": [str(copy)]}), chunksize=10, cache_dir=tmp_path)
+
+
+def test_max_chunks_limits_partitions(client, fileset, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    result = run(proc, fileset, tmp_path, cluster=client, chunksize=10, max_chunks=2)
+    assert result.report.partitions == 4
+    assert result.output["events"] == 40
+
+
+def test_save_and_load_round_trip(client, fileset, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    result = run(proc, fileset, tmp_path, cluster=client)
+    out = distproc.save(result, tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == ["histograms.root", "output.pkl", "report.json"]
+    loaded = distproc.load(out)
+    assert loaded.report.events == result.report.events and not loaded.partial
+    np.testing.assert_array_equal(loaded.output["muon_pt"].values(), result.output["muon_pt"].values())
+    with uproot.open(out / "histograms.root") as f:
+        for dataset in ("dy", "tt"):
+            th1 = f[f"muon_pt/{dataset}"]
+            h = result.output["muon_pt"][{"dataset": dataset}]
+            np.testing.assert_allclose(th1.values(), h.values())
+            np.testing.assert_allclose(th1.variances(), h.variances())
+        assert "muon_pt" in f["_index"]
