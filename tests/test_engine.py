@@ -61,8 +61,10 @@ def test_histograms_equal_independent_computation(client, fileset, nano_dy, nano
     assert result.output["metadata"] == {("dy", 6077.2), ("tt", 729.8)}  # metadata reached the processor
     report = result.report
     assert not result.partial
-    assert report.datasets["dy"].events == 40 and report.datasets["tt"].events == 200
-    assert report.datasets["dy"].partitions == 3 and report.datasets["tt"].partitions == 14
+    assert report.datasets["dy"].events == 40
+    assert report.datasets["tt"].events == 200
+    assert report.datasets["dy"].partitions == 3
+    assert report.datasets["tt"].partitions == 14
     assert report.partitions == 17
     assert set(report.partition_seconds) == {"min", "median", "p95", "max", "mean"}
 
@@ -88,7 +90,8 @@ def test_only_touched_branches_are_read(client, nano_dy, tmp_path):
 def test_unmodified_coffea_processor(client, fileset, nano_tt, tmp_path):
     proc = distproc.load_processor(f"{PROCS}:CoffeaJets")
     out = run(proc, fileset, tmp_path, cluster=client, chunksize=50).output
-    assert out["tt"]["cutflow"]["all"] == 200 and out["dy"]["cutflow"]["all"] == 40
+    assert out["tt"]["cutflow"]["all"] == 200
+    assert out["dy"]["cutflow"]["all"] == 40
     jets = uproot.open(nano_tt)["Events"]["Jet_pt"].array()
     lead = ak.fill_none(ak.firsts(jets[jets > 20]), -1.0)
     ref, _ = np.histogram(ak.to_numpy(lead), bins=30, range=(0, 300))
@@ -130,7 +133,8 @@ def test_preprocessing_cache_avoids_reopening(nano_dy, tmp_path, monkeypatch):
 
     monkeypatch.setattr("distproc.partitioning.count_entries", must_not_open)
     second, _ = plan_partitions(datasets, chunksize=10, cache_dir=tmp_path)
-    assert second == first and len(second) == 4
+    assert second == first
+    assert len(second) == 4
     # a changed file (new size/mtime) is counted again
     copy = tmp_path / "dy.root"
     shutil.copy(nano_dy, copy)
@@ -151,7 +155,8 @@ def test_save_and_load_round_trip(client, fileset, tmp_path):
     out = distproc.save(result, tmp_path / "out")
     assert sorted(p.name for p in out.iterdir()) == ["histograms.root", "output.pkl", "report.json"]
     loaded = distproc.load(out)
-    assert loaded.report.events == result.report.events and not loaded.partial
+    assert loaded.report.events == result.report.events
+    assert not loaded.partial
     np.testing.assert_array_equal(loaded.output["muon_pt"].values(), result.output["muon_pt"].values())
     with uproot.open(out / "histograms.root") as f:
         for dataset in ("dy", "tt"):
