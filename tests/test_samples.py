@@ -292,3 +292,32 @@ def test_docstring_examples() -> None:
     result = doctest.testmod(samples, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_truth_roles_reconstruct_top_and_w(tmp_path: Path) -> None:
+    """The jets tagged as the hadronic top's decay products give the top and W mass peaks."""
+    a = _read(make_sample("ttbar", 20_000, tmp_path, seed=5))
+    role = a.Jet_truthRole
+    assert set(np.unique(ak.to_numpy(ak.flatten(role)))) <= set(samples.TRUTH_ROLES)
+    full = (ak.sum(role == 1, axis=1) == 1) & (ak.sum(role == 3, axis=1) == 2)
+    assert 0.5 < ak.mean(full) < 0.8  # lost quarks (below threshold, outside acceptance) and W -> l nu
+    jets = a[full]
+    picked = (jets.Jet_truthRole == 1) | (jets.Jet_truthRole == 3)
+    pt, eta, phi, mass = (jets[f"Jet_{f}"][picked] for f in ("pt", "eta", "phi", "mass"))
+    px, py = ak.sum(pt * np.cos(phi), axis=1), ak.sum(pt * np.sin(phi), axis=1)
+    pz = ak.sum(pt * np.sinh(eta), axis=1)
+    energy = ak.sum(np.sqrt((pt * np.cosh(eta)) ** 2 + mass**2), axis=1)
+    top_mass = ak.to_numpy(np.sqrt(energy**2 - px**2 - py**2 - pz**2))
+    assert abs(np.median(top_mass) - 172.5) < 6
+    assert np.mean(np.abs(top_mass - 172.5) < 25) > 0.6
+    wjets = _read(make_sample("wjets", 2000, tmp_path, seed=5))
+    assert ak.all(wjets.Jet_truthRole == 0)  # no top, no W quark jets
+
+
+def test_lepton_sip3d(ttbar_arrays: ak.Array) -> None:
+    for name in ("Electron", "Muon"):
+        sip3d = ak.to_numpy(ak.flatten(ttbar_arrays[f"{name}_sip3d"]))
+        assert np.all(sip3d >= 0)
+        hard = ak.to_numpy(ak.flatten(ttbar_arrays[f"{name}_pt"])) > 30  # mostly prompt
+        assert np.mean(sip3d[hard] < 4) > 0.95
+        assert np.mean(sip3d[~hard] < 4) < 0.85  # mostly non-prompt

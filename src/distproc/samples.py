@@ -42,6 +42,7 @@ from distproc.exceptions import ConfigError, format_options
 __all__ = (
     "BRANCHES",
     "PROCESSES",
+    "TRUTH_ROLES",
     "ProcessSpec",
     "SampleInfo",
     "load_samples",
@@ -78,6 +79,7 @@ BRANCHES: dict[str, Any] = {
         "mass": "float32",
         "btagCSVV2": "float32",
         "jetId": "int32",
+        "truthRole": "int32",
     },
     "Electron": {
         "pt": "float32",
@@ -87,6 +89,7 @@ BRANCHES: dict[str, Any] = {
         "pfRelIso03_all": "float32",
         "charge": "int32",
         "cutBased": "int32",
+        "sip3d": "float32",
     },
     "Muon": {
         "pt": "float32",
@@ -96,6 +99,7 @@ BRANCHES: dict[str, Any] = {
         "pfRelIso04_all": "float32",
         "charge": "int32",
         "tightId": "bool",
+        "sip3d": "float32",
     },
     "MET_pt": "float32",
     "MET_phi": "float32",
@@ -113,10 +117,20 @@ class ProcessSpec:
     spectrum of index ``extra_pt_index``, a fraction ``extra_b_fraction`` of them b jets. ``jet_scale``
     scales every jet's pT above threshold.
 
+    Top quarks: in processes with b quarks and W bosons (``n_b`` and ``n_w`` both non-zero: ttbar and
+    single top), an event with two quarks from a W gets one hadronic top decay ``t -> b W -> b q q'``:
+    the top (Breit-Wigner mass around 172.5, Gamma(2) pT of mean ``1.8 * hard_pt``, Gaussian rapidity)
+    decays isotropically, and the first b and the first two W quarks take the decay products'
+    directions and pT (times ``jet_scale`` and a 10 % Gaussian response). The three-jet mass of those
+    jets therefore peaks near the top mass and their two-jet mass near the W mass; a decay quark that
+    falls below 15 GeV or outside |eta| < 4.7 gives no jet. ``Jet_truthRole`` records what each jet
+    comes from (see :data:`TRUTH_ROLES`), the truth label for jet-parton assignment.
+
     Leptons: ``k`` prompt electrons or muons with probability ``lepton_probs[k]``, of mean pT
     ``lepton_pt``; with ``z_decay`` a pair is the opposite-sign same-flavour decay of a Z, otherwise
     each lepton comes from a W with a neutrino (MET). ``n_fake`` is the mean number of non-prompt
-    leptons per event and flavour.
+    leptons per event and flavour. ``sip3d`` (3-D impact parameter significance) is half-normal of width
+    1.3 for prompt leptons and ``1 + |N(0, 4)|`` for non-prompt ones.
 
     Weights: ``genWeight`` is negative with probability ``neg_weight_fraction``, with a log-normal spread
     ``weight_spread`` of its magnitude around 1.
@@ -382,7 +396,71 @@ _JET_ETA_MAX = 4.7
 _KIND_IS_B = np.array([True, False, False, False, True])
 _KIND_ETA_SIGMA = np.array([1.3, 1.4, 0.9, 2.0, 2.0], dtype=np.float32)
 _KIND_MASS_FRAC = np.array([0.14, 0.11, 0.10, 0.11, 0.13], dtype=np.float32)
+#: ``Jet_truthRole`` values: what a jet comes from (the truth label for jet-parton assignment).
+TRUTH_ROLES = {
+    0: "radiation or forward spectator quark",
+    1: "b quark of the hadronically decaying top (t -> b q q')",
+    2: "another hard-process b quark (the leptonic top's in semileptonic ttbar)",
+    3: "quark of the hadronic top's W boson",
+    4: "quark of another W boson",
+}
+# Role of each jet kind when the jet is not a decay product of the hadronic top.
+_KIND_ROLE = np.array([2, 4, 0, 0, 0], dtype=np.int32)
+# Hadronic top decays (GeV); Breit-Wigner line shapes truncated to +-_BW_HALF_RANGE of the pole.
+_TOP_MASS, _TOP_WIDTH = 172.5, 1.4
+_W_MASS, _W_WIDTH = 80.4, 2.1
+_B_MASS = 4.8
+_BW_HALF_RANGE = 15.0
+_JET_RESPONSE_SIGMA = 0.10  # relative pT resolution of jets from the top decay
 _JET_ID_CUTS = (0.02, 0.05)  # jetId 0 below the first, 2 between, 6 above
+
+
+def _breit_wigner(rng: np.random.Generator, n: int, mass: float, width: float) -> np.ndarray:
+    """*n* masses from a Breit-Wigner line shape truncated to ``mass +- _BW_HALF_RANGE``."""
+    edge = np.arctan(2 * _BW_HALF_RANGE / width)
+    return mass + 0.5 * width * np.tan(edge * (2 * rng.random(n) - 1))
+
+
+def _isotropic(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
+    """Three-momenta (shape ``(3, n)``) of magnitudes *p* in isotropic random directions."""
+    cos_t = 2 * rng.random(len(p)) - 1
+    sin_t = np.sqrt(1 - cos_t**2)
+    phi = 2 * np.pi * rng.random(len(p))
+    return p * np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
+
+
+def _boost(energy: np.ndarray, momentum: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Four-momenta ``(energy, momentum[3, n])`` boosted by velocities ``beta[3, n]`` (|beta| < 1)."""
+    b2 = np.maximum((beta * beta).sum(axis=0), 1e-300)
+    gamma = 1 / np.sqrt(1 - b2)
+    bp = (beta * momentum).sum(axis=0)
+    return gamma * (energy + bp), momentum + ((gamma - 1) / b2 * bp + gamma * energy) * beta
+
+
+def _top_decays(
+    rng: np.random.Generator, spec: ProcessSpec, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pT, eta, phi (each of shape ``(3, n)``: b, q, q') of the quarks of *n* hadronic top decays."""
+    m_top = _breit_wigner(rng, n, _TOP_MASS, _TOP_WIDTH)
+    m_w = _breit_wigner(rng, n, _W_MASS, _W_WIDTH)
+    pt = -np.log((1 - rng.random(n)) * (1 - rng.random(n))) * (0.9 * spec.hard_pt)
+    rapidity = rng.standard_normal(n)
+    phi = 2 * np.pi * rng.random(n)
+    mt = np.hypot(m_top, pt)
+    top_e = mt * np.cosh(rapidity)
+    top_beta = np.stack([pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(rapidity)]) / top_e
+    # t -> b W in the top's rest frame, then W -> q q' (massless) in the W's rest frame.
+    p_star = np.sqrt((m_top**2 - (_B_MASS + m_w) ** 2) * (m_top**2 - (m_w - _B_MASS) ** 2)) / (2 * m_top)
+    b = _isotropic(rng, p_star)
+    w_e = np.hypot(p_star, m_w)
+    q = _isotropic(rng, 0.5 * m_w)
+    quarks = [_boost(np.hypot(p_star, _B_MASS), b, top_beta)]
+    for sign in (1, -1):
+        e, p = _boost(0.5 * m_w, sign * q, -b / w_e)
+        quarks.append(_boost(e, p, top_beta))
+    momenta = np.stack([p for _, p in quarks], axis=1)  # (3 components, 3 quarks, n)
+    out_pt = np.hypot(momenta[0], momenta[1])
+    return out_pt, np.arcsinh(momenta[2] / out_pt), np.arctan2(momenta[1], momenta[0])
 
 
 def _jets(rng: np.random.Generator, spec: ProcessSpec, n: int, n_lep: np.ndarray) -> dict[str, Any]:
@@ -412,10 +490,7 @@ def _jets(rng: np.random.Generator, spec: ProcessSpec, n: int, n_lep: np.ndarray
     pt = np.concatenate([hard, rad])
     pt *= np.float32(spec.jet_scale)
     pt += np.float32(_JET_PT_MIN)
-    kind, pt = _sort_by_pt(evt, _round_mantissa(pt, 10), kind)
-    counts = sum(counts_by_kind).astype(np.int32)
     nj = len(pt)
-
     eta = rng.standard_normal(nj, dtype=np.float32)
     eta *= _KIND_ETA_SIGMA[kind]
     fwd = np.flatnonzero(kind == 2)
@@ -425,6 +500,24 @@ def _jets(rng: np.random.Generator, spec: ProcessSpec, n: int, n_lep: np.ndarray
     phi = _uniform(rng, nj)
     phi -= np.float32(0.5)
     phi *= np.float32(2 * np.pi)
+    role = _KIND_ROLE[kind]
+    if spec.n_b and spec.n_w:
+        # One hadronic top per event with two W quarks: the first b and the first two W quarks.
+        had = np.flatnonzero(n_light >= 2)
+        first_light = totals[0] + (np.cumsum(n_light) - n_light)[had]
+        index = np.stack([had * spec.n_b, first_light, first_light + 1])
+        decay_pt, decay_eta, decay_phi = _top_decays(rng, spec, len(had))
+        decay_pt *= spec.jet_scale * (1.0 + _JET_RESPONSE_SIGMA * rng.standard_normal(decay_pt.shape))
+        pt[index], eta[index], phi[index] = decay_pt, decay_eta, decay_phi
+        role[index[0]] = 1
+        role[index[1:]] = 3
+        keep = np.flatnonzero((pt >= _JET_PT_MIN) & (np.abs(eta) <= _JET_ETA_MAX))
+        if len(keep) < nj:
+            evt, kind, pt, eta, phi, role = (a[keep] for a in (evt, kind, pt, eta, phi, role))
+            nj = len(pt)
+    counts = np.bincount(evt, minlength=n).astype(np.int32)
+    perm, pt = _sort_by_pt(evt, _round_mantissa(pt, 10))
+    kind, eta, phi, role = kind[perm], eta[perm], phi[perm], role[perm]
     # m/pT around a kind-dependent fraction, triangular spread from two uniforms.
     mass = _uniform(rng, nj)
     mass += _uniform(rng, nj)
@@ -452,6 +545,7 @@ def _jets(rng: np.random.Generator, spec: ProcessSpec, n: int, n_lep: np.ndarray
         "mass": _round_mantissa(mass, 10),
         "btagCSVV2": _round_mantissa(btag, 10),
         "jetId": jet_id,
+        "truthRole": role,
     }
     return {"counts": counts, "fields": fields}
 
@@ -553,6 +647,9 @@ def _leptons(
         iso *= np.where(prompt, np.float32(0.03), np.float32(0.4))
         iso[~prompt] += np.float32(0.05)
         u = _uniform(rng, nl)
+        sip3d = np.abs(rng.standard_normal(nl, dtype=np.float32))
+        sip3d *= np.where(prompt, np.float32(1.3), np.float32(4.0))
+        sip3d[~prompt] += np.float32(1.0)
         if flav == 0:
             quality = np.where(prompt, _categorical(u, _CUTBASED_PROMPT), _categorical(u, _CUTBASED_FAKE))
             quality_name = "cutBased"
@@ -567,6 +664,7 @@ def _leptons(
             iso_name: _round_mantissa(iso, 6),
             "charge": charge[perm].astype(np.int32),
             quality_name: quality.astype(BRANCHES[name][quality_name]),
+            "sip3d": _round_mantissa(sip3d, 10),
         }
         collections[name] = {"counts": counts, "fields": fields}
     return collections, nu_px, nu_py
