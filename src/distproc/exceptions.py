@@ -37,14 +37,32 @@ def format_options(name: str, options: Iterable[str], what: str = "keys") -> str
     return f"{hint}Available {what}: {shown or '(none)'}"
 
 
+def _rebuild(cls: type, args: tuple, kwargs: dict) -> DistprocError:
+    return cls(*args, **kwargs)
+
+
 class DistprocError(Exception):
-    """Base class of every distproc error."""
+    """Base class of every distproc error.
+
+    Errors raised on a worker travel back to the client by pickling; subclasses with keyword arguments
+    call :meth:`_keep` so that they rebuild with the same type and attributes there.
+    """
+
+    _init: tuple[tuple, dict] | None = None
+
+    def _keep(self, *args: object, **kwargs: object) -> None:
+        self._init = (args, kwargs)
+
+    def __reduce__(self) -> tuple:
+        args, kwargs = self._init or (self.args, {})
+        return (_rebuild, (type(self), args, kwargs))
 
 
 class ConfigError(DistprocError, ValueError):
     """A configuration value (YAML or keyword argument) is missing, unknown or of the wrong type."""
 
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
+        self._keep(message, key=key, source=source)
         self.key = key
         self.source = source
         where = f" (in {source})" if source else ""
@@ -62,6 +80,7 @@ class FilesetError(DistprocError, ValueError):
         file: str | None = None,
         treename: str | None = None,
     ) -> None:
+        self._keep(message, dataset=dataset, file=file, treename=treename)
         self.dataset = dataset
         self.file = file
         self.treename = treename
@@ -93,6 +112,15 @@ class PartitionError(DistprocError, RuntimeError):
         entry_stop: int,
         traceback: str = "",
     ) -> None:
+        self._keep(
+            message,
+            dataset=dataset,
+            file=file,
+            treename=treename,
+            entry_start=entry_start,
+            entry_stop=entry_stop,
+            traceback=traceback,
+        )
         self.dataset = dataset
         self.file = file
         self.treename = treename

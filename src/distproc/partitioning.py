@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,9 @@ def _load_cache(path: Path) -> dict[str, int]:
 
 def _count_remote(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) -> list[Any]:
     """Count entries of *todo* ``(dataset, path, tree)`` on the cluster; exceptions are returned."""
+    token = uuid.uuid4().hex[:12]  # unique per call: a reused key would return an earlier run's count
     futures = [
-        client.submit(count_entries, path, tree, ds, retries, pure=False, key=f"distproc-count-{i}")
+        client.submit(count_entries, path, tree, ds, retries, pure=False, key=f"distproc-count-{token}-{i}")
         for i, (ds, path, tree) in enumerate(todo)
     ]
     return [_result(f) for f in futures]
@@ -182,6 +184,8 @@ def plan_partitions(
         entries = {}
 
     errors = [n for n in entries.values() if isinstance(n, FilesetError)]
+    if len(errors) == 1 and not skip_bad_files:
+        raise errors[0]
     if errors and not skip_bad_files:
         listing = "\n".join(f"  - {e}".replace("\n", "\n    ") for e in errors)
         msg = (
