@@ -22,18 +22,24 @@ from distproc.exceptions import (
     ReadError,
     SystematicsError,
 )
+from distproc.inference import OnnxModel
 from distproc.io import load, save
 from distproc.processor import Processor, load_processor
 from distproc.report import RunReport
+from distproc.samples import make_sample
+from distproc.systematics import BinnedLookup, Correction, Scale, ShapeVariations, Smear, weight_variations
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "BinnedLookup",
     "ClusterError",
     "ConfigError",
+    "Correction",
     "DistprocError",
     "FilesetError",
     "InferenceError",
+    "OnnxModel",
     "PartitionError",
     "Processor",
     "ProcessorLoadError",
@@ -41,13 +47,18 @@ __all__ = (
     "RunConfig",
     "RunReport",
     "RunResult",
+    "Scale",
+    "ShapeVariations",
+    "Smear",
     "SystematicsError",
     "__version__",
     "load",
     "load_config",
     "load_processor",
+    "make_sample",
     "run",
     "save",
+    "weight_variations",
 )
 
 
