@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["services.fixtures"]  # slurm_cluster, xrootd_server (tests/services/fixtures.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DISTPROC_SHARED_DATA", REPO.parent / "shared" / "data"))
 

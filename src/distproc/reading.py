@@ -7,6 +7,7 @@ partitions (file, tree, entry range).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,50 @@ SCHEMAS = {
 
 #: Transient errors retried when reading (network hiccups on remote storage).
 _TRANSIENT = (OSError, TimeoutError)
+
+#: XRootD client settings applied unless the user set the matching ``XRD_<NAME>`` environment variable.
+#: The client's own defaults (5 connection attempts 120 s apart, 1800 s per request) make a run over a
+#: server that is down hang for many minutes, and after one failed connection it refuses to reconnect to
+#: that server for ``StreamErrorWindow`` (1800 s), so a retry could never succeed. These make every
+#: attempt fail within seconds and reconnect afresh, leaving the retrying to :func:`with_retries`, which
+#: names the file when it gives up.
+XROOTD_CLIENT_ENV = {
+    "ConnectionWindow": 10,
+    "ConnectionRetry": 1,
+    "RequestTimeout": 120,
+    "StreamErrorWindow": 0,
+}
+#: Seconds an XRootD request (open, read) may take before it fails (passed to fsspec-xrootd).
+XROOTD_TIMEOUT = 120
+#: XRootD server error codes that retrying cannot fix: not authorized, no such file, not a file.
+_XROOTD_PERMANENT = ("[3010]", "[3011]", "[3016]")
+
+
+@functools.cache
+def _configure_xrootd() -> None:
+    """Apply :data:`XROOTD_CLIENT_ENV` in this process (once, before the first XRootD connection)."""
+    try:
+        from XRootD.client import EnvPutInt
+    except ImportError:  # no XRootD client: uproot reports that when opening
+        return
+    for name, value in XROOTD_CLIENT_ENV.items():
+        if f"XRD_{name.upper()}" not in os.environ:
+            EnvPutInt(name, value)
+
+
+def _uproot_open(path: str) -> Any:
+    """``uproot.open(path)`` with bounded XRootD timeouts; a missing remote file is not transient."""
+    import uproot
+
+    if not path.startswith(("root://", "roots://")):
+        return uproot.open(path)
+    _configure_xrootd()
+    try:
+        return uproot.open(path, timeout=XROOTD_TIMEOUT)
+    except OSError as err:
+        if any(code in str(err) for code in _XROOTD_PERMANENT):
+            raise FileNotFoundError(str(err)) from err
+        raise
 
 
 def schema_class(name: str) -> type:
@@ -66,12 +111,10 @@ def open_tree(path: str, treename: str, *, retries: int = 3, dataset: str | None
     >>> with open_tree("events.root", "Events") as tree:  # doctest: +SKIP
     ...     tree.num_entries
     """
-    import uproot
-
     try:
-        file = with_retries(lambda: uproot.open(path), what=path, retries=retries)
+        file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
     except FileNotFoundError as err:
-        msg = "file not found"
+        msg = "file not found" if "://" not in path else f"file not found or not readable: {err}"
         raise ReadError(msg, dataset=dataset, file=path) from err
     except Exception as err:
         kind = (
@@ -103,7 +146,11 @@ def file_identity(path: str) -> str | None:
         try:
             import fsspec
 
-            fs, fspath = fsspec.core.url_to_fs(path)
+            options: dict[str, Any] = {}
+            if path.startswith(("root://", "roots://")):
+                _configure_xrootd()
+                options["timeout"] = XROOTD_TIMEOUT
+            fs, fspath = fsspec.core.url_to_fs(path, **options)
             info = fs.info(fspath)
         except Exception:  # noqa: BLE001  (any failure just means: do not cache)
             return None
@@ -135,11 +182,10 @@ def partition_events(
 
     Returns ``(events, file)``; the caller closes *file* when done (its ``source`` counts bytes read).
     """
-    import uproot
     from coffea.nanoevents import NanoEventsFactory
 
     schema_cls = schema_class(schema)
-    file = with_retries(lambda: uproot.open(path), what=path, retries=retries)
+    file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
     factory = NanoEventsFactory.from_root(
         file,
         treepath=treename,

@@ -1,7 +1,9 @@
 """Cluster back-ends: where the workers come from.
 
-``local`` (default), ``address`` and, when their modules are present, the dask-jobqueue batch systems and
-``gateway``. :func:`open_client` turns whatever the user passed as ``cluster=`` into a connected client.
+``local`` (default), ``address`` (a running scheduler), the dask-jobqueue batch systems ``slurm``,
+``pbs``, ``sge``, ``lsf`` and ``htcondor``, and ``gateway`` (dask-gateway). :func:`open_client` turns
+whatever the user passed as ``cluster=`` into a connected client whose workers run compatible package
+versions (see :mod:`distproc.cluster.versions`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,19 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from distproc.cluster import address, local  # noqa: F401  (registers the back-ends)
+from distproc.cluster import address, gateway, jobqueue, local  # noqa: F401  (registers the back-ends)
 from distproc.cluster.base import ClusterBackend, backend_names, get_backend, register
+from distproc.cluster.versions import check_worker_versions
 from distproc.exceptions import ConfigError
 
-__all__ = ("ClusterBackend", "backend_names", "get_backend", "open_client", "register")
+__all__ = (
+    "ClusterBackend",
+    "backend_names",
+    "check_worker_versions",
+    "get_backend",
+    "open_client",
+    "register",
+)
 
 
 def _backend_for(cluster: Any, workers: int | None) -> ClusterBackend | None:
@@ -44,6 +54,10 @@ def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[
     ``{"kind": ..., **options}``, a :class:`ClusterBackend`, or an existing :class:`distributed.Client`
     (used as is and left open).
 
+    Before yielding, the connected workers' package versions are compared with this process's
+    (:func:`~distproc.cluster.versions.check_worker_versions`); an incompatible worker raises
+    :class:`~distproc.exceptions.ClusterError` naming the worker, the package and both versions.
+
     Examples
     --------
     >>> from distproc.cluster import open_client
@@ -54,6 +68,7 @@ def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[
     from distributed import Client
 
     if isinstance(cluster, Client):
+        check_worker_versions(cluster)
         yield cluster
         return
     backend = _backend_for(cluster, workers)
@@ -64,4 +79,5 @@ def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[
         )
         raise ConfigError(msg, key="cluster")
     with backend.client() as client:
+        check_worker_versions(client)
         yield client

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from distproc.cluster.base import ClusterBackend, register
-from distproc.exceptions import ClusterError
+from distproc.exceptions import ClusterError, ConfigError
 
 
 @register
@@ -33,13 +33,30 @@ class AddressBackend(ClusterBackend):
                 tls_client_key=self.config["tls_key"],
                 require_encryption=True,
             )
+            missing = [
+                option
+                for option, value in (
+                    ("tls_ca_file", security.tls_ca_file),
+                    ("tls_cert", security.tls_client_cert),
+                )
+                if value is None
+            ]
+            if missing:
+                msg = (
+                    f"a TLS scheduler ({address!r}) needs the CA file and this client's certificate and "
+                    f"key; {missing[0]!r} is not set (here or in distributed.comm.tls.* of the dask "
+                    "configuration). For example\n    cluster: {kind: address, address: tls://host:8786, "
+                    "tls_ca_file: ca.pem, tls_cert: client.pem, tls_key: client.key}"
+                )
+                raise ConfigError(msg, key=f"cluster.{missing[0]}")
         timeout = float(self.config["timeout"])
         try:
             client = Client(address, timeout=timeout, security=security)
         except (OSError, TimeoutError) as err:
             msg = (
-                f"no Dask scheduler answered at {address!r} within {timeout:g} s ({err}). "
-                "Check the address and that the scheduler is running, or raise cluster.timeout."
+                f"no Dask scheduler answered at {address!r} within {timeout:g} s ({err}). Check the "
+                "address and that the scheduler is running, or wait longer, e.g.\n    "
+                f"cluster: {{kind: address, address: {address}, timeout: {max(30, 3 * timeout):g}}}"
             )
             raise ClusterError(msg) from err
         with client:

@@ -37,8 +37,18 @@ class ClusterBackend:
     name: ClassVar[str]
     options: ClassVar[dict[str, Any]] = {}
     required: ClassVar[tuple[str, ...]] = ()
+    #: Other names accepted for an option (``{"partition": "queue"}``).
+    aliases: ClassVar[dict[str, str]] = {}
+    #: A complete YAML ``cluster:`` block shown when a required option is missing.
+    example: ClassVar[str] = ""
 
     def __init__(self, **options: Any) -> None:
+        for alias, target in self.aliases.items():
+            if alias in options:
+                if options.get(target) is not None:
+                    msg = f"cluster options {alias!r} and {target!r} mean the same thing; give only one"
+                    raise ConfigError(msg, key=f"cluster.{alias}")
+                options[target] = options.pop(alias)
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             msg = (
@@ -47,15 +57,25 @@ class ClusterBackend:
             )
             raise ConfigError(msg, key=f"cluster.{unknown[0]}")
         merged = {**self.options, **{k: v for k, v in options.items() if v is not None}}
-        missing = [k for k in self.required if merged.get(k) is None]
+        missing = self._missing_required(merged)
         if missing:
-            example = ", ".join(f"{k}=..." for k in missing)
+            example = (
+                self.example or f"cluster: {{kind: {self.name}, {', '.join(f'{k}: ...' for k in missing)}}}"
+            )
             msg = (
-                f"cluster kind {self.name!r} needs option {missing[0]!r}; "
-                f"for example cluster: {{kind: {self.name}, {example}}}"
+                f"cluster kind {self.name!r} needs option {missing[0]!r}{self._missing_hint(missing[0])}; "
+                f"for example\n    {example}"
             )
             raise ConfigError(msg, key=f"cluster.{missing[0]}")
         self.config = merged
+
+    def _missing_required(self, merged: dict[str, Any]) -> list[str]:
+        """Required options without a value (subclasses may look in other configuration too)."""
+        return [k for k in self.required if merged.get(k) is None]
+
+    def _missing_hint(self, option: str) -> str:
+        """Extra words after "needs option X" (where else the option may be set)."""
+        return ""
 
     def __repr__(self) -> str:
         set_options = {k: v for k, v in self.config.items() if v != self.options.get(k)}
@@ -66,14 +86,16 @@ class ClusterBackend:
     def client(self) -> Iterator[Any]:
         """Start or reach the cluster and yield a connected :class:`distributed.Client`.
 
-        Everything started here is shut down when the context exits.
+        Everything started here is shut down when the context exits. Only errors while starting or
+        reaching the cluster become :class:`ClusterError`; errors of the work done inside pass unchanged.
         """
-        try:
-            with self._open() as client:
-                yield client
-        except (OSError, TimeoutError) as err:
-            msg = f"could not start or reach the {self.name!r} cluster {self!r}: {err}"
-            raise ClusterError(msg) from err
+        with contextlib.ExitStack() as stack:
+            try:
+                client = stack.enter_context(self._open())
+            except (OSError, TimeoutError) as err:
+                msg = f"could not start or reach the {self.name!r} cluster {self!r}: {err}"
+                raise ClusterError(msg) from err
+            yield client
 
     def _open(self) -> contextlib.AbstractContextManager[Any]:
         raise NotImplementedError

@@ -1,0 +1,158 @@
+"""Start and stop the test services (thin wrappers over ``slurm.sh`` and ``xrootd.sh`` beside this file).
+
+Usable outside pytest too::
+
+    python tests/services/services.py slurm start /tmp/slurm   # prints the SLURM_CONF to export
+    python tests/services/services.py slurm stop /tmp/slurm
+    python tests/services/services.py xrootd start /tmp/xrd 1094 file.root
+    python tests/services/services.py xrootd stop /tmp/xrd
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+class ServiceError(RuntimeError):
+    """A service could not be installed or started; the message holds the script's output."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _script(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> None:
+    cmd = ["bash", str(HERE / name), *args]
+    try:
+        done = subprocess.run(
+            cmd,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise ServiceError(f"{' '.join(cmd)} did not finish within {timeout} s") from err
+    if done.returncode != 0:
+        raise ServiceError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+@dataclass
+class Slurm:
+    """A one-node Slurm cluster on localhost; client commands need :meth:`env`."""
+
+    directory: Path
+
+    @property
+    def conf(self) -> Path:
+        """The ``slurm.conf`` to export as ``SLURM_CONF``."""
+        return self.directory / "slurm.conf"
+
+    def env(self) -> dict[str, str]:
+        """Environment for ``sbatch``/``squeue``/``scancel`` against this cluster."""
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def command(self, *args: str) -> str:
+        """Run a Slurm client command against this cluster and return its standard output."""
+        done = subprocess.run(args, env=self.env(), capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout
+
+    def jobs(self) -> list[str]:
+        """Ids of the jobs in ``squeue`` (any state)."""
+        return self.command("squeue", "-h", "-o", "%i").split()
+
+    def running_jobs(self) -> list[str]:
+        """Ids of the running jobs."""
+        return self.command("squeue", "-h", "-t", "RUNNING", "-o", "%i").split()
+
+    def wait_no_jobs(self, timeout: float = 30) -> list[str]:
+        """Wait until ``squeue`` is empty (cancelled jobs linger briefly as CG); return what is left."""
+        deadline = time.monotonic() + timeout
+        while (left := self.jobs()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
+
+
+def start_slurm(directory: Path, *, cpus: int = 8, memory_mb: int = 8000) -> Slurm:
+    """Install (if missing) and start munged, slurmctld and slurmd for a cluster kept in *directory*."""
+    directory.mkdir(parents=True, exist_ok=True)
+    env = {
+        "SLURMCTLD_PORT": str(free_port()),
+        "SLURMD_PORT": str(free_port()),
+        "SLURM_NODE_CPUS": str(cpus),
+        "SLURM_NODE_MEMORY_MB": str(memory_mb),
+    }
+    _script("slurm.sh", "start", str(directory), env=env)
+    return Slurm(directory)
+
+
+def stop_slurm(directory: Path) -> None:
+    """Stop the daemons started for *directory* (by their pid files)."""
+    _script("slurm.sh", "stop", str(directory), timeout=60)
+
+
+@dataclass
+class XRootD:
+    """An XRootD server on localhost serving ``directory/data`` read-only."""
+
+    directory: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        """The served directory."""
+        return self.directory / "data"
+
+    def url(self, name: str) -> str:
+        """The ``root://`` URL of the served file *name*."""
+        return f"root://localhost:{self.port}/{self.data / name}"
+
+    def stop(self) -> None:
+        """Stop the server (the files stay)."""
+        _script("xrootd.sh", "stop", str(self.directory), timeout=60)
+
+    def start(self) -> None:
+        """(Re)start the server on the same port and directory."""
+        _script("xrootd.sh", "start", str(self.directory), str(self.port))
+
+
+def start_xrootd(directory: Path, files: list[Path], port: int | None = None) -> XRootD:
+    """Install (if missing) and start an XRootD server serving copies of *files*."""
+    server = XRootD(directory, port or free_port())
+    _script("xrootd.sh", "start", str(directory), str(server.port), *map(str, files))
+    return server
+
+
+def main(argv: list[str]) -> int:
+    """Command-line entry: ``services.py slurm|xrootd start|stop DIR [PORT FILE...]``."""
+    if len(argv) < 3 or argv[0] not in ("slurm", "xrootd") or argv[1] not in ("start", "stop"):
+        sys.stderr.write(__doc__ or "")
+        return 2
+    service, action, directory = argv[0], argv[1], Path(argv[2])
+    if service == "slurm" and action == "start":
+        sys.stdout.write(f"export SLURM_CONF={start_slurm(directory).conf}\n")
+    elif service == "slurm":
+        stop_slurm(directory)
+    elif action == "start":
+        port = int(argv[3]) if len(argv) > 3 else None
+        server = start_xrootd(directory, [Path(f) for f in argv[4:]], port)
+        sys.stdout.write(f"serving {server.data} at root://localhost:{server.port}/\n")
+    else:
+        XRootD(directory, 0).stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,373 @@
+"""Cluster back-ends: registry, options and their errors, job scripts of every batch system (no batch
+system needed, as in dask-jobqueue's own tests), unreachable schedulers and gateways, TLS, and the
+worker version check against real worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import pytest
+
+import distproc
+from distproc.cluster import backend_names, check_worker_versions, get_backend, open_client
+from distproc.cluster.jobqueue import batch_worker_prologue
+
+HERE = Path(__file__).resolve().parent
+PROCESSOR = f"{HERE / 'services' / 'muon_processor.py'}:MuonPt"
+MALLOC_LINE = batch_worker_prologue()[0]
+BATCH_KINDS = ("slurm", "pbs", "sge", "lsf", "htcondor")
+
+
+@pytest.fixture
+def fileset(nano_dy: Path) -> dict[str, list[str]]:
+    return {"dy": [str(nano_dy)]}
+
+
+# --- registry and options ---------------------------------------------------------------------------
+
+
+def test_every_backend_is_registered() -> None:
+    assert set(backend_names()) == {"local", "address", "gateway", *BATCH_KINDS}
+
+
+def test_unknown_kind_lists_valid_kinds() -> None:
+    with pytest.raises(distproc.ConfigError, match=r"unknown cluster kind 'slurmm'") as info:
+        get_backend("slurmm")
+    message = str(info.value)
+    assert "Did you mean 'slurm'" in message
+    for kind in backend_names():
+        assert repr(kind) in message
+    assert info.value.key == "cluster.kind"
+
+
+def test_unknown_kind_fails_before_anything_starts(fileset: dict[str, list[str]], tmp_path: Path) -> None:
+    start = time.monotonic()
+    with pytest.raises(distproc.ConfigError, match="Available kinds: 'address', 'gateway', 'htcondor'"):
+        distproc.run(
+            object(), fileset, cluster={"kind": "kubernetes"}, progress=False, cache_dir=str(tmp_path)
+        )
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("kind", BATCH_KINDS)
+def test_missing_cores_shows_an_example_block(kind: str) -> None:
+    with pytest.raises(distproc.ConfigError, match=f"cluster kind '{kind}' needs option 'cores'") as info:
+        get_backend(kind, memory="2GB", disk="1GB") if kind == "htcondor" else get_backend(kind, memory="2GB")
+    assert f"cluster: {{kind: {kind}, cores: 1, memory: 2GB" in str(info.value)
+    assert f"jobqueue.{kind}.cores" in str(info.value)
+    assert info.value.key == "cluster.cores"
+
+
+def test_missing_memory_and_htcondor_disk() -> None:
+    with pytest.raises(distproc.ConfigError, match="needs option 'memory'"):
+        get_backend("slurm", cores=1)
+    block = r"(?s)needs option 'disk'.*kind: htcondor, cores: 1, memory: 2GB, disk: 4GB"
+    with pytest.raises(distproc.ConfigError, match=block):
+        get_backend("htcondor", cores=1, memory="2GB")
+
+
+def test_required_options_fall_back_to_dask_jobqueue_config() -> None:
+    config = {
+        "jobqueue.slurm.cores": 3,
+        "jobqueue.slurm.memory": "6GB",
+        "jobqueue.slurm.queue": "from-config",
+        "jobqueue.slurm.job-script-prologue": ["module load root"],
+    }
+    with dask.config.set(config):
+        script = get_backend("slurm").job_script()
+    assert "#SBATCH --cpus-per-task=3" in script
+    assert "#SBATCH -p from-config" in script
+    lines = script.splitlines()
+    assert lines.index(MALLOC_LINE) < lines.index("module load root")
+
+
+def test_bad_option_values_are_config_errors() -> None:
+    with pytest.raises(distproc.ConfigError, match=r"unknown option 'walltimee'.*Did you mean 'walltime'"):
+        get_backend("slurm", cores=1, memory="2GB", walltimee="1:00:00")
+    with pytest.raises(distproc.ConfigError, match=r"htcondor' has no option 'walltime'.*MaxRuntime"):
+        get_backend("htcondor", cores=1, memory="2GB", disk="1GB", walltime="01:00:00")
+    with pytest.raises(distproc.ConfigError, match=r"either jobs .* or minimum_jobs/maximum_jobs"):
+        get_backend("pbs", cores=1, memory="2GB", jobs=2, maximum_jobs=4)
+    with pytest.raises(distproc.ConfigError, match="'partition' and 'queue' mean the same thing"):
+        get_backend("slurm", cores=1, memory="2GB", partition="a", queue="b")
+    with pytest.raises(distproc.ConfigError, match="dask-jobqueue rejected"):
+        get_backend("slurm", cores=1, memory="lots").job_script()
+
+
+def test_yaml_cluster_block_builds_the_backend(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "processor: proc.py:P\nfileset: {dy: [dy.root]}\n"
+        "cluster: {kind: slurm, cores: 2, memory: 4GB, partition: short, jobs: 3}\n"
+    )
+    cluster = dict(distproc.load_config(config).cluster)
+    backend = get_backend(cluster.pop("kind"), **cluster)
+    assert backend.config["queue"] == "short"
+    assert backend.config["jobs"] == 3
+    assert "#SBATCH -p short" in backend.job_script()
+
+
+# --- job scripts of every batch system ------------------------------------------------------------
+
+PROLOGUE = "source /opt/venv/bin/activate"
+
+
+def _options(kind: str) -> dict[str, object]:
+    options: dict[str, object] = {
+        "cores": 2,
+        "memory": "4GB",
+        "job_script_prologue": [PROLOGUE],
+        "log_directory": "/scratch/logs",
+        "python": "/opt/venv/bin/python",
+        "local_directory": "/tmp/dask-spill",
+    }
+    if kind == "htcondor":
+        options.update(disk="2GB", job_extra_directives={"+MaxRuntime": 5400, "accounting_group": "phys"})
+    else:
+        options.update(walltime="01:30:00", queue="short", account="phys")
+    if kind == "slurm":
+        options["job_extra_directives"] = ["--exclusive"]
+    return options
+
+
+EXPECTED = {
+    "slurm": [
+        "#SBATCH -p short",
+        "#SBATCH -A phys",
+        "#SBATCH -t 01:30:00",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --mem=4G",
+        "#SBATCH --exclusive",
+        "#SBATCH -e /scratch/logs/",
+    ],
+    "pbs": ["#PBS -q short", "#PBS -A phys", "#PBS -l walltime=01:30:00", "ncpus=2"],
+    "sge": ["#$ -q short", "#$ -P phys", "#$ -l h_rt=01:30:00"],
+    "lsf": ["#BSUB -q short", '#BSUB -P "phys"', "#BSUB -W 01:30", "#BSUB -n 2", "#BSUB -M 4000000"],
+    "htcondor": [
+        "MY.DaskWorkerCores = 2",
+        "MY.DaskWorkerMemory = 4000000000",
+        "MY.DaskWorkerDisk = 2000000000",
+        "+MaxRuntime = 5400",
+        "accounting_group = phys",
+        "LogDirectory = /scratch/logs",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", BATCH_KINDS)
+def test_job_script_has_every_option(kind: str) -> None:
+    script = get_backend(kind, **_options(kind)).job_script()
+    for expected in EXPECTED[kind]:
+        assert expected in script, f"{expected!r} missing from the {kind} script:\n{script}"
+    assert "/opt/venv/bin/python -m distributed.cli.dask_worker" in script
+    assert "--local-directory /tmp/dask-spill" in script
+    if kind == "htcondor":
+        # HTCondor runs the prologue in the worker's command line, with its own quote doubling.
+        assert (
+            "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=''{\"\"MALLOC_TRIM_THRESHOLD_\"\": None}''"
+            in script
+        )
+        assert script.index("MALLOC_TRIM") < script.index(PROLOGUE) < script.index("dask_worker")
+    else:
+        lines = script.splitlines()
+        assert lines.index(MALLOC_LINE) < lines.index(PROLOGUE) < len(lines) - 1
+
+
+def test_malloc_prologue_removes_the_nannys_trim_threshold(tmp_path: Path) -> None:
+    """Run the job-script line in a shell, then ask a real nanny what it would export to its worker."""
+    code = (
+        "import distributed\nfrom distributed.nanny import _get_env_variables\n"
+        "print(_get_env_variables('distributed.nanny.pre-spawn-environ'))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "MALLOC_"))}
+    shell = f'{MALLOC_LINE}\n{sys.executable} -c "{code}"'
+    with_line = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, check=True)
+    without = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert "MALLOC_TRIM_THRESHOLD_" in without.stdout
+    assert "MALLOC_TRIM_THRESHOLD_" not in with_line.stdout
+    assert "OMP_NUM_THREADS" in with_line.stdout  # the rest of the nanny's environment is kept
+
+
+# --- unreachable clusters ---------------------------------------------------------------------------
+
+
+def test_unreachable_scheduler_fails_within_its_timeout(
+    fileset: dict[str, list[str]], tmp_path: Path
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(
+        distproc.ClusterError, match=r"no Dask scheduler answered at 'tcp://127.0.0.1:1' within 2 s"
+    ):
+        distproc.run(
+            object(),
+            fileset,
+            cluster={"kind": "address", "address": "tcp://127.0.0.1:1", "timeout": 2},
+            progress=False,
+            cache_dir=str(tmp_path),
+        )
+    assert time.monotonic() - start < 10
+
+
+def test_unreachable_gateway_is_a_cluster_error() -> None:
+    pytest.importorskip("dask_gateway")
+    start = time.monotonic()
+    with (
+        pytest.raises(distproc.ClusterError, match="gateway"),
+        open_client({"kind": "gateway", "address": "http://127.0.0.1:1", "start_timeout": 5}),
+    ):
+        pass
+    assert time.monotonic() - start < 30
+
+
+def test_gateway_without_dask_gateway_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "dask_gateway", None)
+    with (
+        pytest.raises(distproc.ClusterError, match=r"pip install 'distproc\[gateway\]'"),
+        open_client("gateway"),
+    ):
+        pass
+
+
+# --- real workers -----------------------------------------------------------------------------------
+
+
+def _shim(directory: Path, versions: dict[str, str]) -> Path:
+    """A directory that, first on PYTHONPATH, makes installed-package metadata report *versions*."""
+    for name, version in versions.items():
+        info = directory / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return directory
+
+
+@pytest.fixture
+def scheduler():
+    """A scheduler without workers (in this process); tests attach real worker processes to it."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=0, dashboard_address=":0", processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _start_worker(address: str, pythonpath: Path | None = None) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("package", ["distproc", "dask"])
+def test_worker_with_another_version_is_refused(
+    scheduler, package: str, tmp_path: Path, fileset: dict[str, list[str]]
+) -> None:
+    from importlib.metadata import version
+
+    mine = version(package)
+    numpy_patch = version("numpy").rsplit(".", 1)[0] + ".999"  # same major.minor: compatible
+    worker = _start_worker(
+        scheduler.scheduler.address, _shim(tmp_path / "shim", {package: "9999.0.0", "numpy": numpy_patch})
+    )
+    try:
+        scheduler.wait_for_workers(1, timeout=60)
+        address = next(iter(scheduler.scheduler_info()["workers"]))
+        with pytest.raises(distproc.ClusterError) as info:
+            distproc.run(
+                distproc.load_processor(PROCESSOR),
+                fileset,
+                cluster=scheduler.scheduler.address,
+                progress=False,
+                cache_dir=str(tmp_path),
+            )
+        message = str(info.value)
+        assert f"worker {address}: {package} 9999.0.0, client has {package} {mine}" in message
+        assert "numpy" not in message
+        with pytest.raises(distproc.ClusterError, match=f"{package} 9999.0.0"), open_client(scheduler):
+            pass  # a Client passed in is checked too
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+@pytest.mark.cluster
+def test_compatible_workers_pass_and_report_versions(scheduler) -> None:
+    worker = _start_worker(scheduler.scheduler.address)
+    try:
+        scheduler.wait_for_workers(1, timeout=60)
+        versions = check_worker_versions(scheduler)
+        (reported,) = versions.values()
+        assert reported["distproc"] == distproc.__version__
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+# --- TLS --------------------------------------------------------------------------------------------
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it signed for 127.0.0.1 (made with the openssl command line)."""
+    directory.mkdir()
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "key.pem", "c.csr", "cert.pem"))
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(command: str) -> None:
+        subprocess.run(["openssl", *command.split()], check=True, capture_output=True)
+
+    run(f"req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=distproc-ca -keyout {ca_key} -out {ca}")
+    run(f"req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout {key} -out {csr}")
+    run(f"x509 -req -in {csr} -CA {ca} -CAkey {ca_key} -CAcreateserial -days 1 -extfile {ext} -out {cert}")
+    return ca, cert, key
+
+
+@pytest.mark.cluster
+def test_tls_scheduler_with_certificates(tmp_path: Path, fileset: dict[str, list[str]]) -> None:
+    if not any((Path(p) / "openssl").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.skip("the openssl command is needed to make test certificates")
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    ca, cert, key = _certificates(tmp_path / "tls")
+    security = Security(
+        tls_ca_file=str(ca),
+        tls_scheduler_cert=str(cert),
+        tls_scheduler_key=str(key),
+        tls_worker_cert=str(cert),
+        tls_worker_key=str(key),
+        tls_client_cert=str(cert),
+        tls_client_key=str(key),
+        require_encryption=True,
+    )
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        protocol="tls",
+        host="127.0.0.1",
+        security=security,
+        dashboard_address=":0",
+    ) as cluster:
+        options = {"kind": "address", "address": cluster.scheduler_address, "timeout": 20}
+        assert options["address"].startswith("tls://")
+        tls = {"tls_ca_file": str(ca), "tls_cert": str(cert), "tls_key": str(key)}
+        result = distproc.run(
+            distproc.load_processor(PROCESSOR),
+            fileset,
+            cluster={**options, **tls},
+            progress=False,
+            cache_dir=str(tmp_path),
+        )
+        assert result.output["events"] == {"dy": 40}
+        with pytest.raises(distproc.ConfigError, match="'tls_ca_file' is not set"):
+            distproc.run(object(), fileset, cluster=options, progress=False, cache_dir=str(tmp_path))
