@@ -40,14 +40,17 @@ import uproot
 from distproc.exceptions import ConfigError, format_options
 
 __all__ = (
+    "AGC_PROCESSES",
     "BRANCHES",
     "PROCESSES",
     "TRUTH_ROLES",
     "ProcessSpec",
     "SampleInfo",
     "load_samples",
+    "make_agc_samples",
     "make_sample",
     "sample_fileset",
+    "write_fileset",
 )
 
 TREENAME = "Events"
@@ -248,6 +251,20 @@ PROCESSES: dict[str, ProcessSpec] = {
         neg_weight_fraction=0.16,
     ),
 }
+
+
+#: The nine inputs of the AGC ttbar analysis, in the AGC's order.
+AGC_PROCESSES = (
+    "ttbar",
+    "ttbar_scaledown",
+    "ttbar_scaleup",
+    "ttbar_me_var",
+    "ttbar_ps_var",
+    "single_top_s_chan",
+    "single_top_t_chan",
+    "single_top_tW",
+    "wjets",
+)
 
 
 @dataclass(frozen=True)
@@ -1019,3 +1036,75 @@ def sample_fileset(infos: Iterable[SampleInfo]) -> dict[str, dict[str, Any]]:
             },
         }
     return fileset
+
+
+def write_fileset(infos: Iterable[SampleInfo], path: str | os.PathLike[str]) -> Path:
+    """Write the :func:`sample_fileset` of *infos* as YAML (absolute paths), atomically; return the path.
+
+    The file is what a run config's ``fileset:`` key takes.
+
+    Examples
+    --------
+    >>> import tempfile, yaml
+    >>> from distproc.samples import make_sample, write_fileset
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_fileset([make_sample("wjets", 100, tmp)], f"{tmp}/fileset.yaml")
+    ...     yaml.safe_load(path.read_text())["wjets"]["metadata"]["nevents"]
+    100
+    """
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as stream:
+            yaml.safe_dump(sample_fileset(infos), stream, sort_keys=False)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def make_agc_samples(
+    events: int,
+    out: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    compression: str = "zstd",
+    events_per_file: int | None = None,
+    fileset: str | os.PathLike[str] | None = "fileset.yaml",
+) -> dict[str, SampleInfo]:
+    """Generate the AGC's nine inputs (:data:`AGC_PROCESSES`), *events* each, and their fileset YAML.
+
+    Parameters
+    ----------
+    events
+        Events per process.
+    out
+        Directory for every sample (and ``metadata.json``).
+    seed, compression, events_per_file
+        As for :func:`make_sample` (the same seed for every process: their streams are independent).
+    fileset
+        File name (relative to *out*) of the fileset YAML to write; ``None`` writes none.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from distproc.samples import make_agc_samples
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     infos = make_agc_samples(200, tmp)
+    ...     sorted(p.name for p in Path(tmp).iterdir())[:3]
+    ['fileset.yaml', 'metadata.json', 'single_top_s_chan_0.root']
+    >>> list(infos) == list(AGC_PROCESSES)
+    True
+    """
+    infos = {
+        process: make_sample(
+            process, events, out, seed=seed, compression=compression, events_per_file=events_per_file
+        )
+        for process in AGC_PROCESSES
+    }
+    if fileset is not None:
+        write_fileset(infos.values(), Path(out) / fileset)
+    return infos

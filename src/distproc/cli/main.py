@@ -1,4 +1,4 @@
-"""``distproc run | make-sample``: each command parses its options and calls the library."""
+"""``distproc run | make-sample | fit``: each command parses its options and calls the library."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ def main() -> None:
 
 def _describe_axis(axis: Any) -> str:
     if "Category" in type(axis).__name__:
-        return f"{axis.name}={{{', '.join(map(str, axis))}}}"
+        values = list(map(str, axis))
+        shown = ", ".join(values[:4]) + (f", ... ({len(values)} values)" if len(values) > 5 else "")
+        return f"{axis.name}={{{shown if len(values) > 5 else ', '.join(values)}}}"
     return f"{axis.name}[{len(axis)}]"
 
 
-def print_summary(result: Any, output_dir: Path) -> None:
-    """Print the per-dataset table, histogram names and failures of a finished run."""
+def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | None = None) -> None:
+    """Print the per-dataset table, histogram names, column outputs and failures of a finished run."""
     from rich.console import Console
     from rich.table import Table
 
@@ -68,6 +70,14 @@ def print_summary(result: Any, output_dir: Path) -> None:
         for name, h in hists:
             axes = ", ".join(_describe_axis(ax) for ax in h.axes)
             console.print(f"  {name}: {axes}")
+    if manifests:
+        from distproc.columns import iter_column_files
+
+        files = dict(iter_column_files(result.output))
+        console.print("columns:")
+        for key, manifest in manifests.items():
+            n_files = len(files[key].paths())
+            console.print(f"  {key}: {files[key].rows:,} rows in {n_files} Parquet file(s), {manifest}")
     for failure in report.failures:
         console.print(f"[red]FAILED[/red] {failure.describe()}")
     for skipped in report.skipped_files:
@@ -98,6 +108,7 @@ def run_command(
     Exit status: 0 on success, 1 when some partitions failed (the partial output is still written and
     marked partial in report.json), 2 on a configuration or input error.
     """
+    from distproc.columns import bind_writers, write_manifests
     from distproc.config import load_config
     from distproc.engine import run
     from distproc.io import save
@@ -110,6 +121,7 @@ def run_command(
             msg = "give --output DIR (or 'output:' in the config)"
             raise click.UsageError(msg)
         processor = load_processor(cfg.processor, cfg.processor_args, base_dir=cfg.base_dir)
+        bind_writers(processor, out_dir)  # column outputs without a directory go to OUTPUT/<name>
         overrides = {"chunksize": chunksize, "max_chunks": max_chunks, "progress": progress}
         options = {**cfg.options, **{k: v for k, v in overrides.items() if v is not None}}
         result = run(
@@ -121,15 +133,21 @@ def run_command(
             **options,
         )
         save(result, out_dir)
+        manifests = write_manifests(result.output)
     except DistprocError as err:
         _fail(err)
-    print_summary(result, out_dir)
+    print_summary(result, out_dir, manifests)
     sys.exit(1 if result.partial else 0)
 
 
 @main.command("make-sample")
-@click.option("--process", "process", required=True, help="Process to generate (ttbar, wjets, ...).")
-@click.option("--events", type=int, required=True, help="Number of events.")
+@click.option(
+    "--process",
+    "process",
+    required=True,
+    help="Process to generate (ttbar, wjets, ...), or 'agc' for the AGC's nine inputs and a fileset.yaml.",
+)
+@click.option("--events", type=int, required=True, help="Number of events (per process with 'agc').")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--compression", type=click.Choice(["zstd", "lz4"]), default="zstd", show_default=True)
@@ -137,13 +155,57 @@ def run_command(
 def make_sample_command(
     process: str, events: int, out: Path, seed: int, compression: str, events_per_file: int | None
 ) -> None:
-    """Write a synthetic NanoAOD-like sample (ROOT TTrees named Events) to OUT."""
-    from distproc.samples import make_sample
+    """Write a synthetic NanoAOD-like sample (ROOT TTrees named Events) to OUT.
 
+    With --process agc, write the nine inputs of the AGC ttbar analysis and OUT/fileset.yaml, the
+    fileset (with cross sections and sums of weights) that processors/agc.yaml and skim.yaml read.
+    """
+    from distproc.samples import make_agc_samples, make_sample
+
+    options = {"seed": seed, "compression": compression, "events_per_file": events_per_file}
     try:
-        info = make_sample(
-            process, events, out, seed=seed, compression=compression, events_per_file=events_per_file
-        )
+        if process == "agc":
+            infos = make_agc_samples(events, out, **options)
+            total = sum(info.events for info in infos.values())
+            click.echo(f"wrote {total:,} events of {len(infos)} AGC processes and {out / 'fileset.yaml'}")
+            return
+        info = make_sample(process, events, out, **options)
     except DistprocError as err:
         _fail(err)
     click.echo(f"wrote {info.events:,} {process} events to {len(info.files)} file(s) in {out}")
+
+
+@main.command("fit")
+@click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Fit configuration YAML.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write (default OUTPUT_DIR)."
+)
+@click.option("--plots/--no-plots", default=None, help="Write the PNG plots (default: the config's 'plots').")
+def fit_command(output_dir: Path, config: Path, out: Path | None, plots: bool | None) -> None:
+    """Fit OUTPUT_DIR/histograms.root (a `distproc run` output) as CONFIG describes.
+
+    Writes workspace.json, fit.json and the pre-/post-fit and pull plots into OUTPUT_DIR (or --out) and
+    prints the fitted parameter of interest. Exit status 2 on a configuration or input error.
+    """
+    from distproc.fit import fit
+
+    try:
+        summary = fit(output_dir, config, out=out, plots=plots)
+    except DistprocError as err:
+        _fail(err)
+    destination = out or output_dir
+    empty = sum("has empty bins" in note for note in summary.notes)
+    if empty:
+        click.echo(f"note: {empty} template(s) have empty bins (cabinetry); see 'notes' in fit.json")
+    click.echo(f"fit of {summary.data} in {destination}: workspace.json, fit.json", nl=False)
+    n_plots = len(summary.files) - 2
+    click.echo(f" and {n_plots} plot(s)" if n_plots else "")
+    click.echo(f"{summary.poi} = {summary.value:.3f} +- {summary.uncertainty:.3f}")
