@@ -60,7 +60,12 @@ def _configure_xrootd() -> None:
 
 
 def _uproot_open(path: str) -> Any:
-    """``uproot.open(path)`` with bounded XRootD timeouts; a missing remote file is not transient."""
+    """``uproot.open(path)`` with bounded XRootD timeouts; a missing remote file is not transient.
+
+    After a failed XRootD open the file handles fsspec-xrootd keeps open for reuse are dropped: once the
+    server restarted or the connection broke they are dead ("I/O operation on closed file"), and a retry
+    must open the file afresh.
+    """
     import uproot
 
     if not path.startswith(("root://", "roots://")):
@@ -68,10 +73,27 @@ def _uproot_open(path: str) -> Any:
     _configure_xrootd()
     try:
         return uproot.open(path, timeout=XROOTD_TIMEOUT)
-    except OSError as err:
+    except (OSError, ValueError) as err:
+        _drop_cached_handles(path)
         if any(code in str(err) for code in _XROOTD_PERMANENT):
             raise FileNotFoundError(str(err)) from err
+        if isinstance(err, ValueError) and "closed file" in str(err):
+            msg = f"stale connection to the XRootD server: {err}"
+            raise ConnectionError(msg) from err
         raise
+
+
+def _drop_cached_handles(path: str) -> None:
+    """Forget the fsspec-xrootd filesystem (and its open file handles) serving *path*."""
+    try:
+        import fsspec
+
+        fs, _ = fsspec.core.url_to_fs(path, timeout=XROOTD_TIMEOUT)
+        with contextlib.suppress(Exception):  # closing dead handles may fail; they are dropped anyway
+            fs.invalidate_cache()
+        type(fs).clear_instance_cache()  # the next open builds a new filesystem with no stale handles
+    except Exception:  # noqa: BLE001  (best effort: the retry reports what really fails)
+        return
 
 
 def schema_class(name: str) -> type:
