@@ -32,8 +32,8 @@ shift 3
 
 if ! command -v xrootd >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends xrootd-server >/dev/null 2>&1 \
-    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends xrootd-server >/dev/null; }
+  apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends xrootd-server >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends xrootd-server >/dev/null; }
 fi
 id xrootd >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin xrootd
 
