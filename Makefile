@@ -15,12 +15,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-## make demo: generate a small sample, run the demo analysis on a LocalCluster, print the summary.
+## make demo: the AGC ttbar analysis end to end on small synthetic samples (a few minutes on 2 cores):
+## make-sample (the nine AGC inputs) -> skim (Parquet training data) -> train (ONNX BDT) -> run (with
+## inference) -> fit (pyhf via cabinetry). The configs in processors/ read and write demo-output/.
 demo: $(VENV)/.installed
-	$(BIN)/distproc make-sample --process ttbar --events 200000 --out $(DEMO_DIR)/samples/ttbar --seed 1
-	$(BIN)/distproc make-sample --process wjets --events 200000 --out $(DEMO_DIR)/samples/wjets --seed 2
+	@test "$(DEMO_DIR)" = demo-output || { echo "make demo: processors/*.yaml use demo-output/; do not set DEMO_DIR"; exit 2; }
+	$(BIN)/distproc make-sample --process agc --events 50000 --out $(DEMO_DIR)/samples --seed 1
 	$(BIN)/python processors/make_corrections.py processors/data/corrections.json
-	$(BIN)/distproc run processors/demo.yaml --output $(DEMO_DIR)/result
+	$(BIN)/distproc run processors/skim.yaml --output $(DEMO_DIR)/skim
+	$(BIN)/python processors/train_assignment.py $(DEMO_DIR)/skim/assignment --out $(DEMO_DIR)/model
+	$(BIN)/distproc run processors/agc.yaml --output $(DEMO_DIR)/agc
+	$(BIN)/distproc fit $(DEMO_DIR)/agc --config processors/fit.yaml
 
 ## make test: install what the tests need and run the whole suite (services are started by the tests).
 test: $(VENV)/.installed

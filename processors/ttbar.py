@@ -76,12 +76,17 @@ MAX_JETS = 4
 
 #: Toy lepton identification scale factor (pT [GeV] x |eta|) with its up/down uncertainties.
 LEPTON_SF_EDGES = ([30.0, 40.0, 60.0, 100.0, np.inf], [0.0, 0.9, 1.2, 2.1])
-_SF = np.array([[0.95, 0.94, 0.92], [0.96, 0.95, 0.93], [0.97, 0.96, 0.94], [0.98, 0.97, 0.95]])
-_SF_UNC = np.array([[0.015, 0.02, 0.03], [0.01, 0.015, 0.025], [0.01, 0.015, 0.02], [0.015, 0.02, 0.03]])
+LEPTON_SF_VALUES = np.array([[0.95, 0.94, 0.92], [0.96, 0.95, 0.93], [0.97, 0.96, 0.94], [0.98, 0.97, 0.95]])
+LEPTON_SF_UNCERTAINTY = np.array(
+    [[0.015, 0.02, 0.03], [0.01, 0.015, 0.025], [0.01, 0.015, 0.02], [0.015, 0.02, 0.03]]
+)
 LEPTON_SF = BinnedLookup(
     edges=LEPTON_SF_EDGES,
-    values=_SF,
-    variations={"up": _SF + _SF_UNC, "down": _SF - _SF_UNC},
+    values=LEPTON_SF_VALUES,
+    variations={
+        "up": LEPTON_SF_VALUES + LEPTON_SF_UNCERTAINTY,
+        "down": LEPTON_SF_VALUES - LEPTON_SF_UNCERTAINTY,
+    },
     inputs=("pt", "abseta"),
     name="lepton_sf",
 )
