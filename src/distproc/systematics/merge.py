@@ -88,8 +88,10 @@ def merge_variation_outputs(outputs: Mapping[str, Any]) -> Any:
     tuples of the nominal output:
 
     * if it has a ``StrCategory`` axis named ``"variation"`` (filled with ``"nominal"`` and weight
-      variations), the result keeps all of the nominal pass's categories and adds one per shape
-      variation holding that pass's ``"nominal"`` bin (its weight-variation bins are dropped);
+      variations), the result has ``"nominal"`` first, then the other categories of the nominal pass
+      (holding its bins) and of the shape passes (so a pass that filled nothing does not lose them),
+      then one category per shape variation holding that pass's ``"nominal"`` bin (its
+      weight-variation bins are dropped);
     * otherwise a leading ``StrCategory(name="variation", growth=True)`` axis is added with one category
       per output, in order.
 
@@ -255,7 +257,14 @@ def _merge_hists(path: tuple[Any, ...], by_name: dict[str, Any]) -> bh.Histogram
         if not isinstance(var_axis, bh.axis.StrCategory):
             msg = f"{where}: axis 'variation' must be a StrCategory of variation names, got {var_axis!r}"
             raise SystematicsError(msg)
-        existing = list(var_axis)
+        # "nominal" first, then the weight variations of every pass: a pass (a chunk) that filled nothing
+        # still gets the same categories in the same order, so chunk outputs add up to an axis whose
+        # order does not depend on how the events were split into chunks.
+        categories = dict.fromkeys(["nominal", *var_axis])
+        for h in by_name.values():
+            if isinstance(h.axes[var_pos], bh.axis.StrCategory):
+                categories.update(dict.fromkeys(h.axes[var_pos]))
+        existing = list(categories)
         clash = [n for n in shape_names if n in existing]
         if clash:
             msg = (
