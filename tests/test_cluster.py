@@ -235,6 +235,39 @@ def test_gateway_without_dask_gateway_names_the_extra(monkeypatch: pytest.Monkey
         pass
 
 
+@pytest.mark.cluster
+def test_gateway_run_equals_local_files_and_shuts_its_cluster_down(
+    gateway_server, fileset: dict[str, list[str]], tmp_path: Path
+) -> None:
+    from dask_gateway import Gateway
+
+    cluster = {
+        "kind": "gateway",
+        "address": gateway_server.address,
+        "auth": "basic",
+        "workers": 1,
+        "cluster_options": {"worker_cores": 1},
+        "start_timeout": 120,
+    }
+    result = distproc.run(
+        distproc.load_processor(PROCESSOR), fileset, cluster=cluster, progress=False, cache_dir=str(tmp_path)
+    )
+    assert result.output["events"] == {"dy": 40}
+    assert "GatewayCluster" in result.report.cluster
+    assert set(result.output["malloc_trim_threshold"]) == {"unset"}  # via the gateway's environment option
+    gateway = Gateway(gateway_server.address, auth="basic")
+    try:
+        assert gateway.list_clusters() == []
+    finally:
+        gateway.close()
+        del gateway._loop_runner  # dask-gateway's __del__ would close it again and raise
+    with pytest.raises(distproc.ConfigError, match=r"no cluster option 'worker_gpus'.*'worker_cores'"):
+        distproc.run(
+            object(), fileset, cluster={**cluster, "cluster_options": {"worker_gpus": 1}}, progress=False,
+            cache_dir=str(tmp_path),
+        )  # fmt: skip
+
+
 # --- real workers -----------------------------------------------------------------------------------
 
 

@@ -6,6 +6,9 @@
 ``xrootd_server``
     An XRootD server on localhost serving copies of the NanoAOD samples ``nano_dy.root`` and
     ``nano_tt_v12.root``.
+``gateway_server``
+    A dask-gateway server on localhost whose clusters are local processes (skipped when
+    ``dask-gateway-server[local]`` is not installed).
 
 Each starts only when a test that uses it is selected, and is stopped at the end of the session. When a
 service cannot be installed or started (not root, no package mirror), its tests are skipped with the
@@ -22,9 +25,18 @@ from pathlib import Path
 
 import pytest
 
-from .services import ServiceError, Slurm, XRootD, start_slurm, start_xrootd, stop_slurm
+from .services import (
+    GatewayServer,
+    ServiceError,
+    Slurm,
+    XRootD,
+    start_gateway,
+    start_slurm,
+    start_xrootd,
+    stop_slurm,
+)
 
-__all__ = ("slurm_cluster", "xrootd_server")
+__all__ = ("gateway_server", "slurm_cluster", "xrootd_server")
 
 
 def _unavailable(what: str, reason: str) -> None:
@@ -76,3 +88,19 @@ def xrootd_server(nano_dy: Path, nano_tt: Path) -> Iterator[XRootD]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    """A running dask-gateway server (clusters as local processes)."""
+    pytest.importorskip("dask_gateway", reason="the gateway tests need dask-gateway")
+    pytest.importorskip("dask_gateway_server", reason="the gateway tests need dask-gateway-server[local]")
+    pytest.importorskip("sqlalchemy", reason="the gateway tests need dask-gateway-server[local]")
+    try:
+        server = start_gateway(tmp_path_factory.mktemp("gateway"))
+    except ServiceError as err:
+        _unavailable("dask-gateway", str(err))
+    try:
+        yield server
+    finally:
+        server.stop()

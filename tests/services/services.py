@@ -6,6 +6,9 @@ Usable outside pytest too::
     python tests/services/services.py slurm stop /tmp/slurm
     python tests/services/services.py xrootd start /tmp/xrd 1094 file.root
     python tests/services/services.py xrootd stop /tmp/xrd
+
+``start_gateway`` runs a dask-gateway server (``dask-gateway-server[local]``) whose clusters are local
+processes, for the ``gateway`` back-end's tests.
 """
 
 from __future__ import annotations
@@ -133,6 +136,78 @@ def start_xrootd(directory: Path, files: list[Path], port: int | None = None) ->
     server = XRootD(directory, port or free_port())
     _script("xrootd.sh", "start", str(directory), str(server.port), *map(str, files))
     return server
+
+
+_GATEWAY_CONFIG = """
+import sys
+from dask_gateway_server.options import Integer, Mapping, Options
+
+c.DaskGateway.address = "127.0.0.1:{api_port}"
+c.Proxy.address = "127.0.0.1:{port}"
+c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.UnsafeLocalBackend.clusters_directory = "{directory}/clusters"
+c.ClusterConfig.scheduler_cmd = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+c.ClusterConfig.worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker"]
+c.ClusterConfig.worker_memory = "1 G"
+c.Backend.cluster_options = Options(
+    Integer("worker_cores", 1, min=1, max=2),
+    Mapping("environment", {{}}),
+    handler=lambda options: {{"worker_cores": options.worker_cores, "environment": options.environment}},
+)
+"""
+
+
+@dataclass
+class GatewayServer:
+    """A dask-gateway server on localhost; its clusters run as local processes (testing only)."""
+
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        """The gateway's public address (``cluster: {kind: gateway, address: ...}``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Stop the server (it shuts down its clusters)."""
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def start_gateway(directory: Path) -> GatewayServer:
+    """Start ``python -m dask_gateway_server`` serving on a free port; wait until it is healthy."""
+    import urllib.request
+
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = directory / "dask_gateway_config.py"
+    config.write_text(_GATEWAY_CONFIG.format(api_port=free_port(), port=port, directory=directory))
+    log = (directory / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dask_gateway_server", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    server = GatewayServer(directory, port, process)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"{server.address}/api/health", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.2)
+    server.stop()
+    raise ServiceError(
+        f"dask-gateway-server did not start:\n{(directory / 'gateway.log').read_text()[-3000:]}"
+    )
 
 
 def main(argv: list[str]) -> int:

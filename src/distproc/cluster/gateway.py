@@ -108,7 +108,7 @@ class GatewayBackend(ClusterBackend):
                     cluster.adapt(minimum=cfg["minimum"] or 0, maximum=cfg["maximum"] or cfg["minimum"])
                 elif cfg["workers"] is not None or not existing:
                     cluster.scale(int(cfg["workers"] or 1))
-                with cluster.get_client(set_as_default=False) as client:
+                with cluster.get_client() as client:
                     try:
                         client.wait_for_workers(1, timeout=cfg["start_timeout"])
                     except TimeoutError as err:
@@ -119,18 +119,21 @@ class GatewayBackend(ClusterBackend):
                         raise ClusterError(msg) from err
                     yield client
             finally:
-                if not existing:
+                if existing:
+                    cluster.close()
+                else:
                     cluster.shutdown()
+                _forget_loop(cluster.gateway)  # closed by close()/shutdown() above
         finally:
-            _close(gateway)
+            gateway.close()
+            _forget_loop(gateway)
 
 
-def _close(gateway: Any) -> None:
-    """Close a dask-gateway client once.
+def _forget_loop(gateway: Any) -> None:
+    """Keep a closed dask-gateway client from being closed again when garbage-collected.
 
     ``Gateway.__del__`` closes it again, which raises once its event loop has stopped (dask-gateway
     2026.3 with distributed 2025.3); without a loop runner ``__del__`` does nothing.
     """
-    gateway.close()
     with contextlib.suppress(AttributeError):
         del gateway._loop_runner
