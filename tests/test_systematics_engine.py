@@ -269,3 +269,15 @@ def test_graph_size_does_not_grow_with_variations(ttbar, cache):
         sizes[k] = len(graph)
     # 20 partitions + 3 + 1 reduction nodes + the processor and table keys, for every K
     assert sizes == dict.fromkeys((0, 1, 4, 8), 20 + 3 + 1 + 2)
+
+
+def test_variations_read_the_input_once(client, ttbar, cache):
+    # K variations rerun selection and fill on the chunk already in memory: the bytes read do not grow
+    read = {}
+    for k in (0, 8):
+        proc = distproc.load_processor(f"{PROCS}:JetHTScan", {"k": k})
+        result = run(proc, ttbar, cache, cluster=client, chunksize=100_000)
+        assert len(result.output["ht"].axes["variation"]) == 1 + len(WEIGHT_VARIATIONS) + k
+        read[k] = result.report.datasets["tt"].bytes_read
+    assert read[0] > 0
+    assert read[8] == read[0]
