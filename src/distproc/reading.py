@@ -199,15 +199,19 @@ def partition_events(
     schema: str = "nanoaod",
     metadata: dict[str, Any] | None = None,
     retries: int = 3,
+    file: Any = None,
 ) -> tuple[Any, Any]:
     """Open one partition as coffea NanoEvents in virtual mode (only the branches used are read).
 
     Returns ``(events, file)``; the caller closes *file* when done (its ``source`` counts bytes read).
+    *file*, the file a previous call returned for the same *path*, is read again instead of reopening
+    *path*: its tree's metadata is then not read and parsed again.
     """
     from coffea.nanoevents import NanoEventsFactory
 
     schema_cls = schema_class(schema)
-    file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
+    if file is None:
+        file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
     factory = NanoEventsFactory.from_root(
         file,
         treepath=treename,

@@ -1,0 +1,394 @@
+"""Event throughput of distproc against coffea's futures Runner and the raw uproot I/O floor, side by side.
+
+One invocation, the same generated ttbar files (default 10M events in 10 files, cached under
+``benchmarks/.data/``), the same partitions (``--chunksize``, default 100 000 events, for all three) and
+the same number of worker processes (``--workers``, default: one per core):
+
+1. **floor** - raw ``uproot`` read of exactly the branches the analysis uses (``Jet_pt``, ``Jet_eta``,
+   ``nJet``, ``genWeight``), one partition per task on a ``ProcessPoolExecutor`` of ``--workers``
+   processes; nothing is computed;
+2. **coffea** - ``coffea.processor.Runner`` with ``FuturesExecutor(workers=N)`` and ``NanoAODSchema``,
+   the analysis written as a coffea user writes it (plain awkward + numpy);
+3. **distproc** - ``distproc.run`` on distproc's LocalCluster of N workers, the analysis written with
+   distproc's API (:class:`distproc.systematics.BinnedLookup` with up/down variations).
+
+The analysis: jet pT corrected as ``pt * sf[np.digitize(pt, bins)]`` for the nominal, up and down tables;
+events with at least 4 jets of corrected pT > 25 GeV and |eta| < 2.4; a genWeight-weighted HT histogram
+with a ``variation`` axis. The coffea and distproc histograms are compared bin by bin.
+
+Pools and the cluster are started first (timed apart, with a warm-up task that imports the readers in
+every worker) and every run is the wall time of one complete call (preprocessing included, with an empty
+preprocessing cache for coffea and distproc). With ``--rounds R`` the three runs are interleaved R times
+and the median is used.
+
+    python benchmarks/throughput.py                        # 10M events (generated once, ~2 min)
+    python benchmarks/throughput.py --events 1000000       # quick check
+    python benchmarks/throughput.py --profile              # + pyinstrument of one distproc partition
+
+The last line reads ``distproc/coffea=X.XX distproc/floor=Y.YY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+from coffea.processor import ProcessorABC
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import distproc_local_client, ensure_sample, load_line, worker_malloc_env
+
+import distproc
+from distproc.systematics import BinnedLookup
+
+#: The branches the analysis reads (what the I/O floor reads).
+BRANCHES = ["Jet_pt", "Jet_eta", "nJet", "genWeight"]
+#: Jet pT bin edges of the scale factors and the factors themselves: ``sf[np.digitize(pt, BINS)]``, so
+#: index 0 is below the first edge and the last index at or above the last edge.
+BINS = np.array([30.0, 40.0, 50.0, 70.0, 100.0, 150.0, 250.0])
+SF = {
+    "nominal": np.array([0.90, 0.95, 0.97, 0.99, 1.00, 1.01, 1.02, 1.03]),
+    "up": np.array([0.93, 0.98, 0.99, 1.01, 1.02, 1.03, 1.04, 1.06]),
+    "down": np.array([0.87, 0.92, 0.95, 0.97, 0.98, 0.99, 1.00, 1.00]),
+}
+
+
+def ht_hist() -> hist.Hist:
+    """The output histogram: variation x HT, weighted."""
+    return (
+        hist.Hist.new.StrCat(list(SF), name="variation")
+        .Reg(60, 0.0, 1500.0, name="ht", label="HT [GeV]")
+        .Weight()
+    )
+
+
+# --- coffea, as a coffea user writes it ----------------------------------------------------------------
+class CoffeaHT(ProcessorABC):
+    """The analysis in plain awkward + numpy."""
+
+    def process(self, events):
+        jets = events.Jet
+        h = ht_hist()
+        for variation, sf in SF.items():
+            pt = jets.pt
+            flat = ak.flatten(pt)
+            pt = pt * ak.unflatten(sf[np.digitize(flat, BINS)], ak.num(pt))
+            good = (pt > 25) & (abs(jets.eta) < 2.4)
+            selected = ak.sum(good, axis=1) >= 4
+            ht = ak.sum(pt[good], axis=1)
+            h.fill(variation=variation, ht=ht[selected], weight=events.genWeight[selected])
+        return {"ht": h}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+# --- distproc, as a distproc user writes it ------------------------------------------------------------
+class DistprocHT(distproc.Processor):
+    """The same analysis with a :class:`BinnedLookup` holding the nominal table and its variations."""
+
+    def __init__(self) -> None:
+        self.jet_sf = BinnedLookup(
+            edges=[-math.inf, *BINS, math.inf],
+            values=SF["nominal"],
+            variations={"up": SF["up"], "down": SF["down"]},
+            inputs=("pt",),
+            name="jet_sf",
+        )
+
+    def process(self, events):
+        jets = events.Jet
+        h = ht_hist()
+        for variation in self.jet_sf.variations:
+            pt = jets.pt * self.jet_sf(jets.pt, variation=variation)
+            good = (pt > 25) & (abs(jets.eta) < 2.4)
+            selected = ak.sum(good, axis=1) >= 4
+            ht = ak.sum(pt[good], axis=1)
+            h.fill(variation=variation, ht=ht[selected], weight=events.genWeight[selected])
+        return {"ht": h}
+
+
+# --- the I/O floor -------------------------------------------------------------------------------------
+def _warm_up(seconds: float) -> int:
+    """Import the readers in a pool process and stay busy long enough that every process gets one.
+
+    Also silences coffea's per-chunk "Missing cross-reference" schema warnings there (distproc does so
+    in its workers), so that neither run spends its time writing them to the terminal.
+    """
+    import coffea.nanoevents  # noqa: F401
+    import uproot  # noqa: F401
+
+    warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _floor_read(path: str, start: int, stop: int) -> int:
+    """Read one partition's branches with plain uproot; returns the number of events."""
+    import uproot
+
+    with uproot.open(path) as file:
+        arrays = file["Events"].arrays(BRANCHES, entry_start=start, entry_stop=stop)
+    return len(arrays)
+
+
+def partitions(files: list[str], chunksize: int) -> list[tuple[str, int, int]]:
+    """The partitions distproc plans (same rule as coffea: equal sizes of at most *chunksize*)."""
+    import uproot
+
+    from distproc.partitioning import _split
+
+    out = []
+    for path in files:
+        with uproot.open(path) as file:
+            n = file["Events"].num_entries
+        out += [(path, a, b) for a, b in _split(n, chunksize)]
+    return out
+
+
+def run_floor(pool: concurrent.futures.Executor, parts: list[tuple[str, int, int]]) -> int:
+    futures = [pool.submit(_floor_read, *p) for p in parts]
+    return sum(f.result() for f in futures)
+
+
+def start_pools(workers: int) -> dict[str, Any]:
+    """Start the floor pool, coffea's loky pool and distproc's cluster; each timed with its warm-up."""
+    import loky
+
+    started: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")
+    floor_pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn)
+    pids = {f.result() for f in [floor_pool.submit(_warm_up, 1.0) for _ in range(workers)]}
+    started["floor"] = (floor_pool, time.perf_counter() - t0, len(pids))
+
+    t0 = time.perf_counter()
+    coffea_pool = loky.ProcessPoolExecutor(max_workers=workers)
+    pids = {f.result() for f in [coffea_pool.submit(_warm_up, 1.0) for _ in range(workers)]}
+    started["coffea"] = (coffea_pool, time.perf_counter() - t0, len(pids))
+    return started
+
+
+def histogram_check(a: hist.Hist, b: hist.Hist) -> str:
+    """Assert bin-by-bin equality of two weighted histograms (relative 1e-12: partial sums are added in
+    a different order) and describe the comparison."""
+    va, vb = a.values(flow=True), b.values(flow=True)
+    wa, wb = a.variances(flow=True), b.variances(flow=True)
+    assert list(a.axes[0]) == list(b.axes[0]), (list(a.axes[0]), list(b.axes[0]))
+    np.testing.assert_allclose(va, vb, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(wa, wb, rtol=1e-12, atol=0)
+    rel = np.abs(va - vb) / np.maximum(np.abs(vb), 1e-300)
+    exact = int(np.sum(va == vb))
+    return (
+        f"histograms equal bin by bin: {va.size} bins x (value, variance) per histogram, {exact} values "
+        f"bit-identical, max relative difference {rel.max():.1e}; sum of weights per variation "
+        + ", ".join(f"{v}={a[{'variation': v}].sum().value:.6g}" for v in SF)
+    )
+
+
+def profile_partition(parts: list[tuple[str, int, int]]) -> None:
+    """pyinstrument of distproc's partition task, in this process, on the first partition (warm)."""
+    import pickle
+
+    import cloudpickle
+    import pyinstrument
+
+    from distproc.fileset import normalize_fileset
+    from distproc.partitioning import plan_partitions
+
+    files = sorted({p[0] for p in parts})
+    with tempfile.TemporaryDirectory() as cache:
+        table, _ = plan_partitions(
+            normalize_fileset({"ttbar": files}), chunksize=parts[0][2] - parts[0][1], cache_dir=cache
+        )
+    from distproc.engine import _process_partition
+
+    payload = ("profile", cloudpickle.dumps(DistprocHT()))
+    _process_partition(payload, table, 0, "nanoaod", 0)  # warm: imports, processor unpickled
+    profiler = pyinstrument.Profiler(interval=0.0005)
+    profiler.start()
+    for i in range(1, min(6, len(table))):
+        part = _process_partition(payload, table, i, "nanoaod", 0)
+        assert not part.failures, part.failures
+    profiler.stop()
+    print(profiler.output_text(unicode=False, color=False))
+    print(f"pickled partition output: {len(pickle.dumps(part))} bytes")
+
+
+class Timer:
+    """Wall time of a call plus the CPU time (user, system) its worker processes spent meanwhile."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil
+
+        self.procs = [psutil.Process(pid) for pid in pids]
+
+    def _cpu(self) -> np.ndarray:
+        return np.sum([tuple(p.cpu_times())[:2] for p in self.procs], axis=0)
+
+    def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, np.ndarray]:
+        cpu, start = self._cpu(), time.perf_counter()
+        out = fn(*args, **kwargs)
+        return out, time.perf_counter() - start, self._cpu() - cpu
+
+
+def _engine_switches(malloc_tuning: bool, keep_files: bool) -> None:
+    """Turn distproc's worker-side optimisations off in a fresh worker (before its first partition)."""
+    import distproc.engine as engine
+
+    if not malloc_tuning:
+        os.environ["DISTPROC_MALLOC_TUNING"] = "0"
+    if not keep_files:
+        engine._MAX_OPEN_FILES = 0
+
+
+def run_distproc(client: Any, files: list[str], chunksize: int) -> Any:
+    with tempfile.TemporaryDirectory() as cache:
+        result = distproc.run(
+            DistprocHT(),
+            {"ttbar": files},
+            cluster=client,
+            chunksize=chunksize,
+            cache_dir=cache,
+            progress=False,
+        )
+    assert not result.partial, result.report.failures
+    return result
+
+
+def run_coffea(pool: Any, workers: int, files: list[str], chunksize: int) -> Any:
+    from coffea.nanoevents import NanoAODSchema
+    from coffea.processor import FuturesExecutor, Runner
+
+    runner = Runner(
+        executor=FuturesExecutor(pool=pool, workers=workers, status=False),
+        schema=NanoAODSchema,
+        chunksize=chunksize,
+        metadata_cache={},
+    )
+    return runner({"ttbar": files}, CoffeaHT(), treename="Events")
+
+
+def ablation(workers: int, files: list[str], chunksize: int, events: int, nparts: int) -> None:
+    """distproc with its worker-side optimisations switched off, one at a time (a fresh cluster each)."""
+    variants = {
+        "as committed": (True, True),
+        "no malloc tuning": (False, True),
+        "no open-file reuse": (True, False),
+        "neither (before)": (False, False),
+    }
+    for name, switches in variants.items():
+        with distproc_local_client(workers) as client:
+            client.run(_engine_switches, *switches)
+            client.run(_warm_up, 0.0)
+            timer = Timer(list(client.run(os.getpid).values()))
+            _, wall, cpu = timer(run_distproc, client, files, chunksize)
+        print(
+            f"ablation {name:20s}: {wall:6.2f} s {events / wall / 1e6:5.2f} M ev/s, worker CPU per partition "
+            f"user {cpu[0] / nparts * 1e3:5.0f} ms sys {cpu[1] / nparts * 1e3:4.0f} ms  [{load_line()}]",
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000_000, help="events in total (default 10M)")
+    parser.add_argument("--files", type=int, default=10, help="files the events are split into (default 10)")
+    parser.add_argument("--chunksize", type=int, default=100_000, help="events per partition, all runs")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: cores)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are reported")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument one distproc partition")
+    parser.add_argument(
+        "--ablation", action="store_true", help="also run distproc with its worker optimisations off"
+    )
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
+
+    info = ensure_sample("ttbar", args.events, args.files)
+    parts = partitions(info.files, args.chunksize)
+    events, nparts = sum(b - a for _, a, b in parts), len(parts)
+    print(
+        f"{events:,} ttbar events, {len(info.files)} files, {nparts} partitions of <= {args.chunksize:,} "
+        f"events (same for all three), {args.workers} worker processes; {load_line()}"
+    )
+    if args.profile:
+        profile_partition(parts)
+
+    pools = start_pools(args.workers)
+    times: dict[str, list[float]] = {"floor": [], "coffea": [], "distproc": []}
+    cpus: dict[str, list[np.ndarray]] = {k: [] for k in times}
+    t0 = time.perf_counter()
+    with distproc_local_client(args.workers) as client:
+        cluster_start = time.perf_counter() - t0
+        client.run(_warm_up, 0.0)
+        trim = worker_malloc_env(client)
+        for name, (_, seconds, n) in pools.items():
+            print(f"start-up {name:8s}: {seconds:6.2f} s ({n} processes, warm-up task included)")
+        print(f"start-up distproc: {cluster_start:6.2f} s (LocalCluster + client, {len(trim)} workers)")
+        print(f"MALLOC_TRIM_THRESHOLD_ in the distproc workers: {sorted(trim.values(), key=str)}")
+        assert all(v is None for v in trim.values()), trim
+        timers = {
+            "floor": Timer(list(pools["floor"][0]._processes)),
+            "coffea": Timer(list(pools["coffea"][0]._processes)),
+            "distproc": Timer(list(client.run(os.getpid).values())),
+        }
+
+        out_coffea = out_distproc = None
+        for r in range(args.rounds):
+            n, wall, cpu = timers["floor"](run_floor, pools["floor"][0], parts)
+            assert n == events, (n, events)
+            times["floor"].append(wall)
+            cpus["floor"].append(cpu)
+            out_coffea, wall, cpu = timers["coffea"](
+                run_coffea, pools["coffea"][0], args.workers, info.files, args.chunksize
+            )
+            times["coffea"].append(wall)
+            cpus["coffea"].append(cpu)
+            result, wall, cpu = timers["distproc"](run_distproc, client, info.files, args.chunksize)
+            assert result.report.events == events, (result.report.events, events)
+            out_distproc = result.output
+            times["distproc"].append(wall)
+            cpus["distproc"].append(cpu)
+            print(
+                f"round {r + 1}: "
+                + "  ".join(
+                    f"{k} {v[-1]:6.2f} s {events / v[-1] / 1e6:5.2f} M ev/s" for k, v in times.items()
+                )
+                + f"  [{load_line()}]",
+                flush=True,
+            )
+    for pool, _, _ in pools.values():
+        pool.shutdown()
+    if args.ablation:
+        ablation(args.workers, info.files, args.chunksize, events, nparts)
+
+    print(histogram_check(out_distproc["ht"], out_coffea["ht"]))
+    rate = {k: events / statistics.median(v) for k, v in times.items()}
+    for k in times:
+        user, system = np.median(cpus[k], axis=0) / nparts * 1e3
+        print(
+            f"{k:8s}: {statistics.median(times[k]):7.2f} s  {rate[k] / 1e6:6.3f} M events/s   "
+            f"worker CPU per partition: user {user:5.0f} ms, system {system:4.0f} ms"
+        )
+    print(f"coffea/floor={rate['coffea'] / rate['floor']:.2f}  ({load_line()})")
+    vs_coffea, vs_floor = rate["distproc"] / rate["coffea"], rate["distproc"] / rate["floor"]
+    print(f"distproc/coffea={vs_coffea:.2f} distproc/floor={vs_floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()
