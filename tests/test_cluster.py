@@ -5,6 +5,7 @@ worker version check against real worker processes."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from distproc.cluster.jobqueue import batch_worker_prologue
 
 HERE = Path(__file__).resolve().parent
 PROCESSOR = f"{HERE / 'services' / 'muon_processor.py'}:MuonPt"
-MALLOC_LINE = batch_worker_prologue()[0]
+UNSET_LINE, MALLOC_LINE = batch_worker_prologue()
 BATCH_KINDS = ("slurm", "pbs", "sge", "lsf", "htcondor")
 
 
@@ -83,7 +84,7 @@ def test_required_options_fall_back_to_dask_jobqueue_config() -> None:
     assert "#SBATCH --cpus-per-task=3" in script
     assert "#SBATCH -p from-config" in script
     lines = script.splitlines()
-    assert lines.index(MALLOC_LINE) < lines.index("module load root")
+    assert lines.index(UNSET_LINE) < lines.index(MALLOC_LINE) < lines.index("module load root")
 
 
 def test_bad_option_values_are_config_errors() -> None:
@@ -173,26 +174,31 @@ def test_job_script_has_every_option(kind: str) -> None:
             in script
         )
         assert script.index("MALLOC_TRIM") < script.index(PROLOGUE) < script.index("dask_worker")
+        assert "-c 'unset MALLOC_TRIM_THRESHOLD_; export" in script
     else:
         lines = script.splitlines()
-        assert lines.index(MALLOC_LINE) < lines.index(PROLOGUE) < len(lines) - 1
+        assert lines.index(UNSET_LINE) < lines.index(MALLOC_LINE) < lines.index(PROLOGUE) < len(lines) - 1
 
 
-def test_malloc_prologue_removes_the_nannys_trim_threshold(tmp_path: Path) -> None:
-    """Run the job-script line in a shell, then ask a real nanny what it would export to its worker."""
+def test_malloc_prologue_removes_the_nannys_trim_threshold() -> None:
+    """Run the job-script lines in a shell whose environment has the variable (as a job inherits it from
+    a client process where a nanny ran), then ask a real nanny what its worker process would get."""
     code = (
-        "import distributed\nfrom distributed.nanny import _get_env_variables\n"
-        "print(_get_env_variables('distributed.nanny.pre-spawn-environ'))"
+        "import os, distributed\nfrom distributed.nanny import _get_env_variables\n"
+        "env = {**os.environ, **_get_env_variables('distributed.nanny.pre-spawn-environ')}\n"
+        "print(env.get('MALLOC_TRIM_THRESHOLD_', 'unset'), env.get('OMP_NUM_THREADS'))"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "MALLOC_"))}
-    shell = f'{MALLOC_LINE}\n{sys.executable} -c "{code}"'
-    with_line = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    env["MALLOC_TRIM_THRESHOLD_"] = "65536"
+    prologue = "\n".join(batch_worker_prologue())
+    shell = f"{prologue}\n{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+    with_lines = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, check=True)
+    env.pop("MALLOC_TRIM_THRESHOLD_")
     without = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert "MALLOC_TRIM_THRESHOLD_" in without.stdout
-    assert "MALLOC_TRIM_THRESHOLD_" not in with_line.stdout
-    assert "OMP_NUM_THREADS" in with_line.stdout  # the rest of the nanny's environment is kept
+    assert without.stdout.split() == ["65536", "1"]
+    assert with_lines.stdout.split() == ["unset", "1"]  # the rest of the nanny's environment is kept
 
 
 # --- unreachable clusters ---------------------------------------------------------------------------

@@ -150,4 +150,4 @@ def test_site_jobqueue_defaults_are_picked_up() -> None:
     assert "#SBATCH --cpus-per-task=4" in script
     assert "apptainer exec /project/images/distproc.sif python -m distributed.cli.dask_worker" in script
     lines = script.splitlines()
-    assert lines.index(batch_worker_prologue()[0]) < lines.index("export X509_USER_PROXY=~/.x509up")
+    assert lines.index(batch_worker_prologue()[-1]) < lines.index("export X509_USER_PROXY=~/.x509up")

@@ -74,8 +74,14 @@ def assert_same_histograms(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 
 def test_slurm_run_equals_local_run(
-    slurm_cluster: Any, fileset: dict[str, list[str]], local_reference: dict[str, Any], tmp_path: Path
+    slurm_cluster: Any,
+    fileset: dict[str, list[str]],
+    local_reference: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # As after any LocalCluster in this process: its nanny set the variable here, and sbatch exports it.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     result = _run(_slurm(slurm_cluster, jobs=2), fileset, tmp_path, chunksize=CHUNKSIZE)
     assert not result.report.failures
     assert_same_histograms(result.output, local_reference)

@@ -66,16 +66,23 @@ def batch_worker_prologue() -> list[str]:
     distributed's nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` to each worker process (see
     :func:`distproc.cluster.local.worker_environ` for why that is costly for awkward workloads). An
     environment variable cannot unset it — the nanny lets the OS value win but sets the default when
-    the variable is absent — so the line removes the key from the nanny's configuration instead, which
-    leaves glibc's adaptive default in force, as in the ``local`` back-end.
+    the variable is absent — so the second line removes the key from the nanny's configuration, which
+    leaves glibc's adaptive default in force, as in the ``local`` back-end. The first line drops a value
+    the job inherited from the submitting process (batch systems export its environment, and any nanny
+    that ran in that process set the variable there).
 
     Examples
     --------
     >>> from distproc.cluster.jobqueue import batch_worker_prologue
-    >>> batch_worker_prologue()
-    ['export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\\'{"MALLOC_TRIM_THRESHOLD_": None}\\'']
+    >>> for line in batch_worker_prologue():
+    ...     print(line)
+    unset MALLOC_TRIM_THRESHOLD_
+    export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{"MALLOC_TRIM_THRESHOLD_": None}'
     """
-    return ["export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{\"MALLOC_TRIM_THRESHOLD_\": None}'"]
+    return [
+        "unset MALLOC_TRIM_THRESHOLD_",
+        "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{\"MALLOC_TRIM_THRESHOLD_\": None}'",
+    ]
 
 
 class JobqueueBackend(ClusterBackend):
