@@ -19,8 +19,12 @@ def track(futures: Sequence[Any], sizes: Sequence[int], *, enabled: bool, dashbo
     from distributed import as_completed
 
     size_of = {f.key: n for f, n in zip(futures, sizes, strict=True)}
+    if not futures:
+        return
+    # the futures' own client's loop: the client need not be the default one (e.g. a gateway's)
+    loop = futures[0].client.loop
     if not enabled:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=loop):
             future.release()
         return
     from rich.console import Console
@@ -41,7 +45,7 @@ def track(futures: Sequence[Any], sizes: Sequence[int], *, enabled: bool, dashbo
     )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("run", total=len(futures), rate="")
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=loop):
             done_events += size_of[future.key]
             future.release()
             rate = done_events / max(time.perf_counter() - start, 1e-9)

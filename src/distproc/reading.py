@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -25,6 +26,11 @@ SCHEMAS = {
     "physlite": "PHYSLITESchema",
     "base": "BaseSchema",
 }
+
+#: Warnings coffea's NanoAOD schema emits for every partition of files whose cross-references point to
+#: collections that were dropped (common in skims). They say nothing about the partition, so they are
+#: silenced here rather than repeated once per partition in every worker's log.
+_SCHEMA_NOISE = ("Missing cross-reference", "Branch .* already exists but its values will be replaced")
 
 #: Transient errors retried when reading (network hiccups on remote storage).
 _TRANSIENT = (OSError, TimeoutError)
@@ -111,8 +117,11 @@ def schema_class(name: str) -> type:
 def with_retries(fn: Callable[[], T], *, what: str, retries: int = 3, backoff: float = 0.5) -> T:
     """Call *fn*, retrying transient I/O errors up to *retries* times with exponential back-off.
 
-    A missing local file is not transient and fails at once.
+    *what* is the file's path or URL: only remote URLs are retried (an error reading a local file, or a
+    missing file, is not transient and fails at once).
     """
+    if "://" not in what or what.startswith("file://"):
+        return fn()
     for attempt in range(retries):
         try:
             return fn()
@@ -139,9 +148,10 @@ def open_tree(path: str, treename: str, *, retries: int = 3, dataset: str | None
         msg = "file not found" if "://" not in path else f"file not found or not readable: {err}"
         raise ReadError(msg, dataset=dataset, file=path) from err
     except Exception as err:
+        remote = "://" in path and not path.startswith("file://")
         kind = (
-            "could not be read after retries"
-            if isinstance(err, _TRANSIENT)
+            f"could not be read after {retries} retries"
+            if remote and isinstance(err, _TRANSIENT)
             else "is not a readable ROOT file"
         )
         msg = f"file {kind}: {type(err).__name__}: {err}"
@@ -212,13 +222,16 @@ def partition_events(
     schema_cls = schema_class(schema)
     if file is None:
         file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
-    factory = NanoEventsFactory.from_root(
-        file,
-        treepath=treename,
-        entry_start=entry_start,
-        entry_stop=entry_stop,
-        schemaclass=schema_cls,
-        metadata=metadata,
-        mode="virtual",
-    )
-    return factory.events(), file
+    with warnings.catch_warnings():
+        for message in _SCHEMA_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
+        events = NanoEventsFactory.from_root(
+            file,
+            treepath=treename,
+            entry_start=entry_start,
+            entry_stop=entry_stop,
+            schemaclass=schema_cls,
+            metadata=metadata,
+            mode="virtual",
+        ).events()
+    return events, file
