@@ -1,8 +1,9 @@
 """Derived dataset for training the jet-parton assignment: one row per permutation of 4j2b events.
 
 The selection is the ttbar analysis's (``ttbar.py``: exactly one lepton, at least four jets, at least two
-b-tagged jets). For each selected event, every assignment of its leading jets to the roles (W1, W2, b_had,
-b_lep) is one row with the features the model sees (``ttbar.FEATURES``), the truth label (1 when the
+b-tagged jets). For each selected event, every candidate assignment of its leading jets to the roles
+(W1, W2, b_had, b_lep) that the analysis scores (``ttbar.permutation_features``: the b-tag-consistent
+ones) is one row with the features the model sees (``ttbar.FEATURES``), the truth label (1 when the
 assignment matches the jets' ``truthRole``), the event number and the permutation index. The rows are
 written per partition as Parquet through a :class:`distproc.columns.ColumnWriter`; ``distproc run``
 writes them to ``OUTPUT/assignment/`` with ``manifest.json``::
@@ -20,6 +21,7 @@ import awkward as ak
 import numpy as np
 from ttbar import (
     FEATURES,
+    JET_FIELDS,
     MAX_JETS,
     permutation_features,
     region_masks,
@@ -66,7 +68,7 @@ class AssignmentSkim(distproc.Processor):
             return {}
         one, lepton = select_lepton(events)
         selected = events[one]
-        jets = select_jets(selected.Jet)
+        jets = select_jets(selected.Jet, (*JET_FIELDS, "truthRole"))
         mask = region_masks(jets)["4j2b"]
         jets = jets[mask]
         features, event, perm = permutation_features(

@@ -24,9 +24,11 @@ Systematic variations, all through :mod:`distproc.systematics`:
 * alternative samples (``ttbar_scaleup``, ``ttbar_scaledown``, ``ttbar_me_var``, ``ttbar_ps_var``): their
   own datasets, nominal only.
 
-With ``model_path`` (an ONNX jet-parton assignment classifier trained by ``train_assignment.py``), every
-``4j2b`` event's jet permutations are scored per chunk through :class:`distproc.inference.OnnxModel` and
-the best permutation fills the ML histograms ``ml/top_mass``, ``ml/w_mass`` and ``ml/score``.
+With ``model_path`` (an ONNX jet-parton assignment classifier trained by ``train_assignment.py``), the
+assignments of every ``4j2b`` event's four leading jets to (W1, W2, b_had, b_lep) that give both b roles
+to b-tagged jets (all 12 when fewer than two are tagged) are scored per chunk through
+:class:`distproc.inference.OnnxModel`, in every shape variation, and the best one fills the ML histograms
+``ml/top_mass``, ``ml/w_mass`` and ``ml/score``.
 
 Output::
 
@@ -137,39 +139,75 @@ def agc_name(modifier: str) -> str:
     return modifier
 
 
+def _flat(array: Any) -> np.ndarray:
+    """The content of a jagged array as NumPy (no copy for contiguous lists)."""
+    return ak.to_numpy(ak.flatten(array))
+
+
 def select_lepton(events: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The events with exactly one selected lepton, and that lepton's pT, eta, phi and mass.
 
-    Returns a boolean mask over *events* and a dict of NumPy arrays (one value per selected event).
+    Returns a boolean mask over *events* and a dict of float64 NumPy arrays (one value per selected
+    event). The cuts run on the collections' flat contents: one pass over each branch.
     """
-    electrons, muons = events.Electron, events.Muon
-    good_e = (
-        (electrons.pt > 30)
-        & (np.abs(electrons.eta) < 2.1)
-        & (electrons.cutBased == 4)
-        & (electrons.sip3d < 4)
-    )
-    good_mu = (
-        (muons.pt > 30)
-        & (np.abs(muons.eta) < 2.1)
-        & muons.tightId
-        & (muons.sip3d < 4)
-        & (muons.pfRelIso04_all < 0.15)
-    )
-    n_e = ak.to_numpy(ak.sum(good_e, axis=1))
-    one = n_e + ak.to_numpy(ak.sum(good_mu, axis=1)) == 1
-    is_e = n_e[one] == 1
-    lepton = {}
-    for field in ("pt", "eta", "phi", "mass"):
-        e = ak.to_numpy(ak.fill_none(ak.firsts(electrons[field][good_e][one]), np.nan))
-        mu = ak.to_numpy(ak.fill_none(ak.firsts(muons[field][good_mu][one]), np.nan))
-        lepton[field] = np.where(is_e, e, mu).astype(np.float64)
+    n = len(events)
+    picked = {}
+    for name, cut in (
+        ("Electron", lambda x: (x["cutBased"] == 4) & (x["sip3d"] < 4)),
+        ("Muon", lambda x: x["tightId"] & (x["sip3d"] < 4) & (x["pfRelIso04_all"] < 0.15)),
+    ):
+        collection = events[name]
+        fields = ["pt", "eta", "phi", "mass", "sip3d", "cutBased" if name == "Electron" else "tightId"]
+        if name == "Muon":
+            fields.append("pfRelIso04_all")
+        x = {f: _flat(collection[f]) for f in fields}
+        good = (x["pt"] > 30) & (np.abs(x["eta"]) < 2.1) & cut(x)
+        owner = np.repeat(np.arange(n), ak.to_numpy(ak.num(collection.pt)))[good]
+        picked[name] = (owner, {f: x[f][good] for f in ("pt", "eta", "phi", "mass")})
+    counts = sum(np.bincount(owner, minlength=n) for owner, _ in picked.values())
+    one = counts == 1
+    position = np.cumsum(one) - 1  # index of each one-lepton event among them
+    lepton = {f: np.empty(int(one.sum())) for f in ("pt", "eta", "phi", "mass")}
+    for owner, x in picked.values():
+        keep = one[owner]
+        for f, values in x.items():
+            lepton[f][position[owner[keep]]] = values[keep]
     return one, lepton
 
 
-def select_jets(jets: Any) -> Any:
-    """The analysis jets: pT > 30 GeV, |eta| < 2.4, tight jet ID with lepton veto."""
-    return jets[(jets.pt > 30) & (np.abs(jets.eta) < 2.4) & jets.isTightLeptonVeto]
+#: The jet fields the analysis uses after the selection.
+JET_FIELDS = ("pt", "eta", "phi", "mass", "btagCSVV2")
+
+
+def compact_events(
+    events: Any, mask: np.ndarray, jet_fields: tuple[str, ...] = (*JET_FIELDS, "jetId")
+) -> Any:
+    """The events of *mask* as a plain record array holding only what the variations and fills read.
+
+    ``run``, ``luminosityBlock``, ``event`` (the smearing's seeds), ``genWeight`` and a ``Jet``
+    collection with *jet_fields*, every jet kept (the smearing indexes jets before any selection).
+    Shape variations then copy and vary contiguous buffers instead of NanoEvents' lazy views.
+    """
+    counts = ak.to_numpy(ak.num(events.Jet.pt))
+    keep = np.repeat(mask, counts)
+    jets = {f: _flat(events.Jet[f])[keep] for f in jet_fields}
+    columns = {f: ak.to_numpy(events[f])[mask] for f in ("run", "luminosityBlock", "event", "genWeight")}
+    columns["Jet"] = ak.unflatten(ak.zip(jets), counts[mask])
+    return ak.zip(columns, depth_limit=1)
+
+
+def select_jets(jets: Any, fields: tuple[str, ...] = JET_FIELDS) -> Any:
+    """The analysis jets (pT > 30 GeV, |eta| < 2.4, tight jet ID with lepton veto) as a compact table.
+
+    Only *fields* are kept, in a plain record array: later steps (regions, trijets, features) run on
+    contiguous buffers.
+    """
+    pt, eta, jet_id = _flat(jets.pt), _flat(jets.eta), _flat(jets.jetId)
+    good = (pt > 30) & (np.abs(eta) < 2.4) & ((jet_id & 4) != 0)  # jetId bit 2: tight lepton veto
+    counts = ak.to_numpy(ak.num(jets.pt))
+    owner = np.repeat(np.arange(len(counts)), counts)[good]
+    flat = {f: _flat(jets[f])[good] for f in fields}
+    return ak.unflatten(ak.zip(flat), np.bincount(owner, minlength=len(counts)))
 
 
 def region_masks(jets: Any) -> dict[str, np.ndarray]:
@@ -179,29 +217,48 @@ def region_masks(jets: Any) -> dict[str, np.ndarray]:
     return {"4j1b": four & (n_b == 1), "4j2b": four & (n_b >= 2)}
 
 
-def four_momenta(jets: Any) -> tuple[Any, Any, Any, Any]:
-    """``(E, px, py, pz)`` of every jet, float64, from ``pt``, ``eta``, ``phi`` and ``mass``."""
-    pt, eta, phi, mass = (ak.values_astype(jets[f], np.float64) for f in ("pt", "eta", "phi", "mass"))
+def four_momenta(jets: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(E, px, py, pz)`` of every jet (flat, float64), from ``pt``, ``eta``, ``phi`` and ``mass``."""
+    pt, eta, phi, mass = (_flat(jets[f]).astype(np.float64) for f in ("pt", "eta", "phi", "mass"))
     px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
     return np.sqrt(px * px + py * py + pz * pz + mass * mass), px, py, pz
 
 
-def trijet_mass(jets: Any) -> np.ndarray:
-    """Mass of the highest-pT trijet among the three-jet combinations with a b-tagged jet (AGC's ``m_bjj``).
+def _triplets(n: int) -> np.ndarray:
+    """Index triplets ``i < j < k`` of *n* jets, in ``ak.combinations`` order (cached per process).
 
-    Same definition as the AGC (``ak.combinations`` of three jets, at least one with ``btagCSVV2 > 0.5``,
-    the one of largest pT), computed on the jets' momentum components rather than with vector
-    behaviours, which is several times faster.
+    A dict rather than ``functools.cache``: cloudpickle ships this module by value to the workers, and a
+    cache wrapper would be pickled by reference to a module the workers cannot import.
     """
+    if n not in _TRIPLETS:
+        _TRIPLETS[n] = np.array(list(itertools.combinations(range(n), 3)), dtype=np.int64).reshape(-1, 3)
+    return _TRIPLETS[n]
+
+
+_TRIPLETS: dict[int, np.ndarray] = {}
+
+
+def trijet_mass(jets: Any) -> np.ndarray:
+    """Mass of the highest-pT trijet with a b-tagged jet (the AGC's ``m_bjj``), one per event.
+
+    Same definition and arithmetic as the AGC's ``ak.combinations(jets, 3)`` (combinations in the same
+    order, the first of equal pT wins), on flat NumPy buffers: one vectorized pass per jet multiplicity.
+    Events need at least three jets, one of them b-tagged.
+    """
+    counts = ak.to_numpy(ak.num(jets))
     e, px, py, pz = four_momenta(jets)
-    tagged = jets.btagCSVV2 > BTAG_THRESHOLD
-    combos = ak.argcombinations(jets.pt, 3)
-    i, j, k = combos["0"], combos["1"], combos["2"]
-    sum_e, sum_x, sum_y, sum_z = (v[i] + v[j] + v[k] for v in (e, px, py, pz))
-    pt2 = ak.where(tagged[i] | tagged[j] | tagged[k], sum_x * sum_x + sum_y * sum_y, -1.0)
-    best = ak.argmax(pt2, axis=1, keepdims=True)
-    mass2 = (sum_e * sum_e - sum_x * sum_x - sum_y * sum_y - sum_z * sum_z)[best]
-    return np.sqrt(np.maximum(ak.to_numpy(ak.flatten(mass2)), 0.0))
+    tagged = _flat(jets.btagCSVV2) > BTAG_THRESHOLD
+    starts = np.cumsum(counts) - counts
+    out = np.empty(len(counts))
+    for n in np.unique(counts):
+        events = np.flatnonzero(counts == n)
+        i, j, k = np.moveaxis(starts[events, None, None] + _triplets(int(n))[None], 2, 0)
+        sum_e, sum_x, sum_y, sum_z = (v[i] + v[j] + v[k] for v in (e, px, py, pz))
+        pt2 = np.where(tagged[i] | tagged[j] | tagged[k], sum_x * sum_x + sum_y * sum_y, -1.0)
+        best = np.argmax(pt2, axis=1)[:, None]
+        be, bx, by, bz = (np.take_along_axis(v, best, axis=1)[:, 0] for v in (sum_e, sum_x, sum_y, sum_z))
+        out[events] = np.sqrt(np.maximum(be * be - bx * bx - by * by - bz * bz, 0.0))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -223,9 +280,15 @@ def _mass(e: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.n
 
 
 def permutation_features(
-    jets: Any, lepton: dict[str, np.ndarray], max_jets: int = MAX_JETS
+    jets: Any, lepton: dict[str, np.ndarray], max_jets: int = MAX_JETS, *, tagged: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of every jet-parton assignment of the leading ``max_jets`` jets of every event.
+    """Features of the candidate jet-parton assignments of the leading ``max_jets`` jets of every event.
+
+    With *tagged* (the default), the candidates are the b-tag-consistent assignments, those that give
+    both b roles to b-tagged jets (2 of the 12 assignments of four jets with two b tags), or every
+    assignment in an event with fewer than two b-tagged leading jets. On the AGC samples this scores
+    four times fewer rows than all assignments and finds the right one almost as often (39 % against
+    40 % of 4j2b ttbar events with the committed model).
 
     Parameters
     ----------
@@ -242,46 +305,49 @@ def permutation_features(
         ``perm``: each row's index into :func:`permutations` (rows are event-major).
     """
     perms = permutations(max_jets)
-    lead = ak.pad_none(jets[:, :max_jets], max_jets, axis=1)
     n = np.minimum(ak.to_numpy(ak.num(jets)), max_jets)
+    lead = jets[:, :max_jets]
+    if len(n) and n.min() < max_jets:
+        lead = ak.fill_none(ak.pad_none(lead, max_jets, axis=1), np.nan)
     cols = {
-        f: ak.to_numpy(ak.fill_none(lead[f], np.nan)).astype(np.float64)
+        f: ak.to_numpy(ak.flatten(lead[f])).astype(np.float64).reshape(len(n), max_jets)
         for f in ("pt", "eta", "phi", "mass", "btagCSVV2")
     }
-    valid = (perms.max(axis=1)[None, :] < n[:, None]).ravel()
+    w1, w2, bhad, blep = perms.T
+    valid = perms.max(axis=1)[None, :] < n[:, None]  # (events, permutations)
+    if tagged:
+        btag = cols["btagCSVV2"]
+        consistent = valid & (btag[:, bhad] > BTAG_THRESHOLD) & (btag[:, blep] > BTAG_THRESHOLD)
+        valid = consistent | (valid & ~consistent.any(axis=1, keepdims=True))
+    valid = valid.ravel()
     event = np.repeat(np.arange(len(n)), len(perms))[valid]
     perm = np.tile(np.arange(len(perms)), len(n))[valid]
-    jet = perms[perm]  # (rows, 4) jet index of W1, W2, b_had, b_lep
-
-    def take(field: str, role: int) -> np.ndarray:
-        return cols[field][event, jet[:, role]]
-
-    pt, eta, phi, mass = ([take(f, r) for r in range(4)] for f in ("pt", "eta", "phi", "mass"))
-    px = [p * np.cos(f) for p, f in zip(pt, phi, strict=True)]
-    py = [p * np.sin(f) for p, f in zip(pt, phi, strict=True)]
-    pz = [p * np.sinh(h) for p, h in zip(pt, eta, strict=True)]
-    e = [np.sqrt((p * np.cosh(h)) ** 2 + m**2) for p, h, m in zip(pt, eta, mass, strict=True)]
-    lep = {k: v[event] for k, v in lepton.items()}
+    # Per jet (events x jets), then per assignment (events x permutations) by column indexing.
+    pt, eta, phi, mass = cols["pt"], cols["eta"], cols["phi"], cols["mass"]
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    e = np.sqrt((pt * np.cosh(eta)) ** 2 + mass**2)
+    lep = {k: v[:, None] for k, v in lepton.items()}
     l_px, l_py = lep["pt"] * np.cos(lep["phi"]), lep["pt"] * np.sin(lep["phi"])
     l_pz = lep["pt"] * np.sinh(lep["eta"])
     l_e = np.sqrt((lep["pt"] * np.cosh(lep["eta"])) ** 2 + lep["mass"] ** 2)
-    w = (e[0] + e[1], px[0] + px[1], py[0] + py[1], pz[0] + pz[1])
-    top = (w[0] + e[2], w[1] + px[2], w[2] + py[2], w[3] + pz[2])
+    w = (e[:, w1] + e[:, w2], px[:, w1] + px[:, w2], py[:, w1] + py[:, w2], pz[:, w1] + pz[:, w2])
+    top = (w[0] + e[:, bhad], w[1] + px[:, bhad], w[2] + py[:, bhad], w[3] + pz[:, bhad])
+    lep_b = (e + l_e, px + l_px, py + l_py, pz + l_pz)
     features = np.stack(
         [
-            _delta_r(eta[3], phi[3], lep["eta"], lep["phi"]),
-            _delta_r(eta[0], phi[0], eta[1], phi[1]),
-            _delta_r(eta[2], phi[2], eta[0], phi[0]),
-            _delta_r(eta[2], phi[2], eta[1], phi[1]),
-            _mass(e[3] + l_e, px[3] + l_px, py[3] + l_py, pz[3] + l_pz),
+            _delta_r(eta, phi, lep["eta"], lep["phi"])[:, blep],
+            _delta_r(eta[:, w1], phi[:, w1], eta[:, w2], phi[:, w2]),
+            _delta_r(eta[:, bhad], phi[:, bhad], eta[:, w1], phi[:, w1]),
+            _delta_r(eta[:, bhad], phi[:, bhad], eta[:, w2], phi[:, w2]),
+            _mass(*lep_b)[:, blep],
             _mass(*w),
             _mass(*top),
             np.hypot(top[1], top[2]),
-            *(take("btagCSVV2", r) for r in range(4)),
-            *pt,
+            *(cols["btagCSVV2"][:, r] for r in (w1, w2, bhad, blep)),
+            *(pt[:, r] for r in (w1, w2, bhad, blep)),
         ],
-        axis=1,
-    )
+        axis=-1,
+    ).reshape(-1, len(FEATURES))[valid]
     return features.astype(np.float32), event, perm
 
 
@@ -294,7 +360,11 @@ def truth_labels(jets: Any, event: np.ndarray, perm: np.ndarray, max_jets: int =
 
 
 def best_permutation(scores: np.ndarray, event: np.ndarray, n_events: int) -> np.ndarray:
-    """Row index of the highest-scoring permutation of every event (event-major rows)."""
+    """Row index of the highest-scoring permutation of every event (event-major rows; first of ties)."""
+    k = len(scores) // n_events if n_events else 0
+    regular = k and len(scores) == k * n_events and np.array_equal(event[::k], np.arange(n_events))
+    if regular and np.array_equal(event, np.repeat(np.arange(n_events), k)):  # as many rows per event
+        return np.argmax(scores.reshape(n_events, k), axis=1) + np.arange(n_events) * k
     order = np.lexsort((-scores, event))
     first = np.ones(len(order), dtype=bool)
     first[1:] = event[order][1:] != event[order][:-1]
@@ -353,7 +423,7 @@ class TtbarAnalysis(distproc.Processor):
         dataset = meta["dataset"]
         n_events = len(events)
         one, lepton = select_lepton(events)
-        events = events[one]
+        events = compact_events(events, one)
         norm = meta["xsec"] * self.lumi / meta["sum_genweight"] if "xsec" in meta else 1.0
         weight = ak.to_numpy(events.genWeight).astype(np.float64) * norm
         if dataset in ALTERNATIVE_SAMPLES:
