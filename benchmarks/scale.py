@@ -1,0 +1,474 @@
+"""Start-up cost of big jobs: time to the first task, client memory, tasks and bytes per task, vs coffea.
+
+A job is D datasets x F files (symlinks to one small generated ttbar file of 4 partitions) x K shape
+variations. distproc runs a :class:`distproc.Processor` with K :class:`distproc.systematics.Scale`
+variations in ``shape_variations`` whose ``process_variation`` fills one histogram; coffea's dask-awkward
+path (``coffea.dataset_tools.apply_to_fileset`` + ``dask.compute``) runs the same fill with ``hist.dask``,
+once for the nominal and once per direction of each of the K scale variations. Both run on one distributed
+LocalCluster of 2 single-threaded workers, started once; preprocessing is done (and cached under
+``benchmarks/.data/``) before anything is timed.
+
+Every (framework, D, F, K) runs in a fresh client process that connects to the cluster, reports its
+memory, and calls the run. A scheduler plugin in this process records when the first partition task
+started on a worker (the compute start the worker reports) and how many finished; once the first has
+started and 4 have finished the client process is stopped (so the jobs are not run to the end: the metric
+is the time to the first task) and reports its peak RSS (``VmHWM``). The tasks submitted are counted by
+the scheduler plugin; the bytes per task come from pickling the graph as ``distributed.Client`` does
+(``serialize(ToPickle(graph))``), in another fresh process, divided by the number of tasks; the largest
+task pickled alone is shown too.
+
+    python benchmarks/scale.py                                   # default configurations (minutes)
+    python benchmarks/scale.py --configs 10x25x0,10x25x10        # D x F x K, distproc
+    python benchmarks/scale.py --coffea-configs 10x25x0          # coffea only on these
+    python benchmarks/scale.py --profile 100x25x10               # pyinstrument of distproc's client
+
+The last line reads ``scale first_task_s=X rss_mb=Y`` for distproc's D=100, F=25, K=10 job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA_DIR, distproc_local_client, ensure_sample, load_line
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+import distproc
+from distproc.systematics import Scale, ShapeVariations
+
+#: Events per partition; each generated file holds 4 partitions.
+CHUNK = 1000
+PARTS_PER_FILE = 4
+DEFAULT_CONFIGS = "10x25x0,10x25x10,100x25x0,100x25x10,1000x1x0,1000x1x10"
+DEFAULT_COFFEA = "10x25x0,10x25x10,100x25x10,1000x1x0"
+#: The client process is stopped once the first task started and this many finished.
+DONE_TO_STOP = 4
+
+
+def variation_names(k: int) -> list[str]:
+    return ["nominal", *(f"jes{i}_{d}" for i in range(k) for d in ("up", "down"))]
+
+
+def jet_hist() -> Any:
+    import hist
+
+    return hist.Hist.new.Reg(50, 0.0, 500.0, name="pt").Weight()
+
+
+class DistprocScale(distproc.Processor):
+    """K jet-energy-scale variations (1 %, 2 %, ...) declared as shape variations; one histogram."""
+
+    def __init__(self, k: int) -> None:
+        self.shape_variations = ShapeVariations(*(Scale(f"jes{i}", 0.01 * (i + 1)) for i in range(k)))
+
+    def process_variation(self, events: Any, variation: str) -> Any:
+        import awkward as ak
+
+        pt = events.Jet.pt
+        h = jet_hist()
+        h.fill(pt=ak.flatten(pt), weight=ak.flatten(ak.broadcast_arrays(events.genWeight, pt)[0]))
+        return {"jet_pt": h}
+
+
+def coffea_processor(k: int) -> Any:
+    """The same analysis as a coffea dask-awkward user writes it (hist.dask, one fill per variation)."""
+    from coffea.processor import ProcessorABC
+
+    class CoffeaScale(ProcessorABC):
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def process(self, events: Any) -> Any:
+            import dask_awkward as dak
+            import hist.dask as hda
+
+            pt = events.Jet.pt
+            weight = dak.flatten(dak.broadcast_arrays(events.genWeight, pt)[0])
+            h = (
+                hda.Hist.new.StrCat(variation_names(self.k), name="variation")
+                .Reg(50, 0.0, 500.0, name="pt")
+                .Weight()
+            )
+            h.fill(variation="nominal", pt=dak.flatten(pt), weight=weight)
+            for i in range(self.k):
+                for direction, factor in (("up", 1 + 0.01 * (i + 1)), ("down", 1 - 0.01 * (i + 1))):
+                    h.fill(variation=f"jes{i}_{direction}", pt=dak.flatten(pt * factor), weight=weight)
+            return {"jet_pt": h}
+
+        def postprocess(self, accumulator: Any) -> Any:
+            return accumulator
+
+    return CoffeaScale(k)
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+def base_file() -> str:
+    return ensure_sample("ttbar", CHUNK * PARTS_PER_FILE, 1, seed=2).files[0]
+
+
+def fileset(d: int, f: int) -> dict[str, list[str]]:
+    """D datasets of F symlinks each to the base file (created once under ``.data/scale-links``)."""
+    target = base_file()
+    out = {}
+    for i in range(d):
+        directory = DATA_DIR / "scale-links" / f"d{i:04d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for j in range(f):
+            link = directory / f"f{j:03d}.root"
+            if not link.is_symlink():
+                link.symlink_to(target)
+            paths.append(str(link))
+        out[f"dataset{i:04d}"] = paths
+    return out
+
+
+CACHE_DIR = DATA_DIR / "scale-distproc-cache"
+
+
+def coffea_prep_path(d: int, f: int) -> Path:
+    return DATA_DIR / f"scale-coffea-prep-{d}x{f}.json"
+
+
+def prepare(framework: str, d: int, f: int, client: Any) -> None:
+    """Preprocess once (cached on disk): distproc's entry counts, coffea's runnable fileset."""
+    if framework == "distproc":
+        from distproc.fileset import normalize_fileset
+        from distproc.partitioning import plan_partitions
+
+        table, _ = plan_partitions(
+            normalize_fileset(fileset(d, f)), chunksize=CHUNK, client=client, cache_dir=CACHE_DIR
+        )
+        assert len(table) == d * f * PARTS_PER_FILE, len(table)
+        return
+    path = coffea_prep_path(d, f)
+    if path.exists():
+        return
+    from coffea.dataset_tools import preprocess
+
+    spec = {name: {"files": {p: "Events" for p in paths}} for name, paths in fileset(d, f).items()}
+    runnable, _ = preprocess(spec, step_size=CHUNK, align_clusters=False, save_form=False)
+    steps = sum(len(x["steps"]) for ds in runnable.values() for x in ds["files"].values())
+    assert steps == d * f * PARTS_PER_FILE, steps
+    path.write_text(json.dumps(runnable))
+
+
+# --- the client process --------------------------------------------------------------------------------
+def _vm_hwm_mib() -> float:
+    """Peak RSS of this process (``VmHWM``), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _emit(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def child(framework: str, d: int, f: int, k: int, address: str, profile: str | None) -> None:
+    """Connect, report memory, run the job until the parent sends SIGUSR1, then report the peak RSS."""
+    import dask
+    from distributed import Client
+
+    if framework == "coffea":
+        from coffea.dataset_tools import apply_to_fileset
+        from coffea.nanoevents import NanoAODSchema
+
+        runnable = json.loads(coffea_prep_path(d, f).read_text())
+    else:
+        files = fileset(d, f)
+    client = Client(address)
+    profiler = None
+    if profile:
+        import pyinstrument
+
+        profiler = pyinstrument.Profiler(interval=0.001)
+
+    def stop(*_: Any) -> None:
+        if profiler is not None:
+            profiler.stop()
+            Path(profile).write_text(profiler.output_text(unicode=False, color=False))
+        _emit(event="end", peak_rss_mib=_vm_hwm_mib())
+        os._exit(0)
+
+    signal.signal(signal.SIGUSR1, stop)
+    _emit(event="ready", rss_mib=_vm_hwm_mib())
+    if profiler is not None:
+        profiler.start()
+    _emit(event="t0", t=time.time())
+    if framework == "coffea":
+        out = apply_to_fileset(coffea_processor(k), runnable, schemaclass=NanoAODSchema)
+        dask.compute(out)
+    else:
+        distproc.run(
+            DistprocScale(k), files, cluster=client, chunksize=CHUNK, cache_dir=str(CACHE_DIR), progress=False
+        )
+    _emit(event="finished", t=time.time())
+    stop()
+
+
+def pickle_child(framework: str, d: int, f: int, k: int) -> None:
+    """Pickle the job's graph as ``distributed.Client`` does; report bytes per task."""
+    import pickle
+
+    from dask.highlevelgraph import HighLevelGraph
+    from distributed.protocol import serialize
+    from distributed.protocol.serialize import ToPickle
+
+    if framework == "coffea":
+        import dask
+        from coffea.dataset_tools import apply_to_fileset
+        from coffea.nanoevents import NanoAODSchema
+
+        runnable = json.loads(coffea_prep_path(d, f).read_text())
+        out = apply_to_fileset(coffea_processor(k), runnable, schemaclass=NanoAODSchema)
+        collections, _ = dask.base.unpack_collections(out, traverse=True)
+        graph = dask.base.collections_to_dsk(collections, optimize_graph=True)
+        tasks = dict(graph)
+    else:
+        from distproc.engine import build_graph
+        from distproc.fileset import normalize_fileset
+        from distproc.partitioning import plan_partitions
+
+        table, _ = plan_partitions(normalize_fileset(fileset(d, f)), chunksize=CHUNK, cache_dir=CACHE_DIR)
+        tasks, _, _ = build_graph(DistprocScale(k), table, schema="nanoaod", retries=3, split_every=8)
+        graph = HighLevelGraph.from_collections(id(tasks), tasks, dependencies=())
+    header, frames = serialize(ToPickle(graph), on_error="raise")
+    total = sum(len(x) for x in frames) + len(pickle.dumps(header))
+    # distproc's processor and partition table are data keys shared by every task: shown apart
+    shared = {k: v for k, v in tasks.items() if isinstance(k, str) and k.startswith("distproc-")}
+    others = [v for k, v in tasks.items() if k not in shared]
+    sample = others[:: max(1, len(others) // 200)]
+    largest = max(len(pickle.dumps(t, protocol=5)) if _plain(t) else _cloud_len(t) for t in sample)
+    _emit(
+        tasks=len(tasks),
+        graph_bytes=total,
+        bytes_per_task=total / len(tasks),
+        largest_task=largest,
+        shared_bytes={k.split("-")[1]: len(pickle.dumps(v, protocol=5)) for k, v in shared.items()},
+    )
+
+
+def _plain(obj: Any) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj, protocol=5)
+    except Exception:  # noqa: BLE001  (not plain-picklable: distributed falls back to cloudpickle)
+        return False
+    return True
+
+
+def _cloud_len(obj: Any) -> int:
+    import cloudpickle
+
+    return len(cloudpickle.dumps(obj, protocol=5))
+
+
+# --- the parent ----------------------------------------------------------------------------------------
+class Probe(SchedulerPlugin):
+    """Scheduler plugin: tasks submitted, earliest compute start reported by workers, tasks finished."""
+
+    name = "scale-probe"
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.submitted = 0
+        self.submitted_at: float | None = None
+        self.first_start: float | None = None
+        self.done = 0
+
+    def update_graph(self, scheduler: Any, *, tasks: Any = (), **kwargs: Any) -> None:
+        self.submitted += len(tasks)
+        self.submitted_at = time.time()
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start != "processing" or finish != "memory":
+            return
+        for ss in kwargs.get("startstops") or ():
+            if ss.get("action") == "compute":
+                t = float(ss["start"])
+                self.first_start = t if self.first_start is None else min(self.first_start, t)
+        self.done += 1
+
+
+def measure(
+    framework: str,
+    config: tuple[int, int, int],
+    expected_tasks: int,
+    address: str,
+    probe: Probe,
+    scheduler: Any,
+    profile: str | None,
+) -> dict[str, Any]:
+    """One configuration in a fresh client process; returns the figures.
+
+    The client is stopped once the first task started, :data:`DONE_TO_STOP` finished and the scheduler
+    holds all *expected_tasks* of the job.
+    """
+    d, f, k = config
+    while scheduler.tasks:  # the previous client's tasks are being released
+        time.sleep(0.05)
+    probe.reset()
+    cmd = [sys.executable, __file__, "--child", framework, f"{d}x{f}x{k}", "--address", address]
+    if profile:
+        cmd += ["--profile-out", profile]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + 1800
+    while time.time() < deadline and proc.poll() is None:
+        started = probe.first_start is not None and probe.done >= DONE_TO_STOP
+        if started and probe.submitted >= expected_tasks:
+            break
+        time.sleep(0.02)
+    submitted, submitted_at = probe.submitted, probe.submitted_at
+    first_start, done = probe.first_start, probe.done
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGUSR1)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    reader.join(10)
+    events = {x["event"]: x for x in lines}
+    t0 = events["t0"]["t"]
+    return {
+        "framework": framework,
+        "config": (d, f, k),
+        "partitions": d * f * PARTS_PER_FILE,
+        "first_task_s": None if first_start is None else first_start - t0,
+        "all_submitted_s": None if submitted_at is None else submitted_at - t0,
+        "done_when_stopped": done,
+        "rss_ready_mib": events["ready"]["rss_mib"],
+        "peak_rss_mib": events.get("end", {}).get("peak_rss_mib"),
+        "tasks_submitted": submitted,
+    }
+
+
+def pickled(framework: str, d: int, f: int, k: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--pickle", framework, f"{d}x{f}x{k}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_configs(text: str) -> list[tuple[int, int, int]]:
+    return [tuple(int(x) for x in item.split("x")) for item in text.split(",") if item]  # type: ignore[misc]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="distproc jobs, DxFxK,...")
+    parser.add_argument("--coffea-configs", default=DEFAULT_COFFEA, help="coffea jobs ('' for none)")
+    parser.add_argument("--profile", default="", help="DxFxK: pyinstrument distproc's client on that job")
+    parser.add_argument("--child", nargs=2, metavar=("FRAMEWORK", "DxFxK"), help=argparse.SUPPRESS)
+    parser.add_argument("--pickle", nargs=2, metavar=("FRAMEWORK", "DxFxK"), help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message="Passing a dict to preprocess", category=DeprecationWarning)
+    if args.child:
+        d, f, k = parse_configs(args.child[1])[0]
+        child(args.child[0], d, f, k, args.address, args.profile_out)
+        return
+    if args.pickle:
+        d, f, k = parse_configs(args.pickle[1])[0]
+        pickle_child(args.pickle[0], d, f, k)
+        return
+
+    jobs = [("distproc", c) for c in parse_configs(args.configs)]
+    jobs += [("coffea", c) for c in parse_configs(args.coffea_configs)]
+    profile_config = tuple(parse_configs(args.profile)[0]) if args.profile else None
+    print(f"{load_line()}; {CHUNK} events per partition, {PARTS_PER_FILE} partitions per file", flush=True)
+    results = []
+    with distproc_local_client(2) as client:
+        scheduler = client.cluster.scheduler
+        probe = Probe()
+        scheduler.add_plugin(probe, name=Probe.name)
+        for framework, (d, f, k) in jobs:
+            start = time.perf_counter()
+            prepare(framework, d, f, client)
+            prep = time.perf_counter() - start
+            profile = None
+            if framework == "distproc" and (d, f, k) == profile_config:
+                profile = str(Path(tempfile.gettempdir()) / f"scale-profile-{os.getpid()}.txt")
+            sizes = pickled(framework, d, f, k)
+            row = measure(
+                framework, (d, f, k), sizes["tasks"], client.scheduler.address, probe, scheduler, profile
+            )
+            row.update(sizes)
+            row["prep_s"] = prep
+            results.append(row)
+            print(
+                f"{framework:8s} D={d:<5d} F={f:<3d} K={k:<3d} {row['partitions']:>6d} partitions: "
+                f"first task {_fmt(row['first_task_s'])} s (all tasks in {_fmt(row['all_submitted_s'])} s), "
+                f"client peak RSS {_fmt(row['peak_rss_mib'], 0)} MiB "
+                f"(connected {row['rss_ready_mib']:.0f}), {row['tasks_submitted']} tasks submitted, "
+                f"{row['bytes_per_task']:,.0f} B/task pickled (largest task {row['largest_task']:,} B"
+                + "".join(f", {k} {v:,} B" for k, v in row["shared_bytes"].items())
+                + ")"
+                f"  [{load_line()}]",
+                flush=True,
+            )
+            if profile:
+                with contextlib.suppress(OSError):
+                    print(Path(profile).read_text())
+                    Path(profile).unlink()
+    print_table(results)
+    main_row = next(
+        (r for r in results if r["framework"] == "distproc" and r["config"] == (100, 25, 10)), None
+    )
+    if main_row is not None:
+        print(f"scale first_task_s={main_row['first_task_s']:.2f} rss_mb={main_row['peak_rss_mib']:.0f}")
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print()
+    print(
+        "| framework | D | F | K | partitions | tasks submitted | first task (s) | all tasks in (s) "
+        "| client peak RSS (MiB) | bytes/task (graph) | largest task (B) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        d, f, k = r["config"]
+        print(
+            f"| {r['framework']} | {d} | {f} | {k} | {r['partitions']:,} | {r['tasks_submitted']:,} | "
+            f"{_fmt(r['first_task_s'])} | {_fmt(r['all_submitted_s'])} | {_fmt(r['peak_rss_mib'], 0)} | "
+            f"{r['bytes_per_task']:,.0f} | {r['largest_task']:,} |"
+        )
+    print()
+
+
+if __name__ == "__main__":
+    main()
