@@ -305,50 +305,50 @@ def permutation_features(
         ``perm``: each row's index into :func:`permutations` (rows are event-major).
     """
     perms = permutations(max_jets)
-    n = np.minimum(ak.to_numpy(ak.num(jets)), max_jets)
-    lead = jets[:, :max_jets]
-    if len(n) and n.min() < max_jets:
-        lead = ak.fill_none(ak.pad_none(lead, max_jets, axis=1), np.nan)
-    cols = {
-        f: ak.to_numpy(ak.flatten(lead[f])).astype(np.float64).reshape(len(n), max_jets)
-        for f in ("pt", "eta", "phi", "mass", "btagCSVV2")
-    }
-    w1, w2, bhad, blep = perms.T
+    counts = ak.to_numpy(ak.num(jets))
+    n = np.minimum(counts, max_jets)
+    # The leading jets as (events, max_jets) arrays, NaN where an event has fewer.
+    present = np.arange(max_jets)[None, :] < n[:, None]
+    index = np.where(present, (np.cumsum(counts) - counts)[:, None] + np.arange(max_jets)[None, :], 0)
+    cols = {}
+    for f in ("pt", "eta", "phi", "mass", "btagCSVV2"):
+        flat = _flat(jets[f]).astype(np.float64)
+        cols[f] = np.where(present, flat[index] if len(flat) else np.nan, np.nan)
+    bhad, blep = perms[:, 2], perms[:, 3]
     valid = perms.max(axis=1)[None, :] < n[:, None]  # (events, permutations)
     if tagged:
         btag = cols["btagCSVV2"]
         consistent = valid & (btag[:, bhad] > BTAG_THRESHOLD) & (btag[:, blep] > BTAG_THRESHOLD)
         valid = consistent | (valid & ~consistent.any(axis=1, keepdims=True))
-    valid = valid.ravel()
-    event = np.repeat(np.arange(len(n)), len(perms))[valid]
-    perm = np.tile(np.arange(len(perms)), len(n))[valid]
-    # Per jet (events x jets), then per assignment (events x permutations) by column indexing.
+    event, perm = np.nonzero(valid)  # event-major rows
+    # Per jet and per event first, then gathered for the candidate rows only.
     pt, eta, phi, mass = cols["pt"], cols["eta"], cols["phi"], cols["mass"]
     px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
     e = np.sqrt((pt * np.cosh(eta)) ** 2 + mass**2)
-    lep = {k: v[:, None] for k, v in lepton.items()}
+    lep = {k: v[event] for k, v in lepton.items()}
     l_px, l_py = lep["pt"] * np.cos(lep["phi"]), lep["pt"] * np.sin(lep["phi"])
     l_pz = lep["pt"] * np.sinh(lep["eta"])
     l_e = np.sqrt((lep["pt"] * np.cosh(lep["eta"])) ** 2 + lep["mass"] ** 2)
-    w = (e[:, w1] + e[:, w2], px[:, w1] + px[:, w2], py[:, w1] + py[:, w2], pz[:, w1] + pz[:, w2])
-    top = (w[0] + e[:, bhad], w[1] + px[:, bhad], w[2] + py[:, bhad], w[3] + pz[:, bhad])
-    lep_b = (e + l_e, px + l_px, py + l_py, pz + l_pz)
-    features = np.stack(
-        [
-            _delta_r(eta, phi, lep["eta"], lep["phi"])[:, blep],
-            _delta_r(eta[:, w1], phi[:, w1], eta[:, w2], phi[:, w2]),
-            _delta_r(eta[:, bhad], phi[:, bhad], eta[:, w1], phi[:, w1]),
-            _delta_r(eta[:, bhad], phi[:, bhad], eta[:, w2], phi[:, w2]),
-            _mass(*lep_b)[:, blep],
-            _mass(*w),
-            _mass(*top),
-            np.hypot(top[1], top[2]),
-            *(cols["btagCSVV2"][:, r] for r in (w1, w2, bhad, blep)),
-            *(pt[:, r] for r in (w1, w2, bhad, blep)),
-        ],
-        axis=-1,
-    ).reshape(-1, len(FEATURES))[valid]
-    return features.astype(np.float32), event, perm
+    jet = perms[perm]  # (rows, 4): the jets of W1, W2, b_had, b_lep
+
+    def at(x: np.ndarray, role: int) -> np.ndarray:
+        return x[event, jet[:, role]]
+
+    w = tuple(at(v, 0) + at(v, 1) for v in (e, px, py, pz))
+    top = tuple(wv + at(v, 2) for wv, v in zip(w, (e, px, py, pz), strict=True))
+    features = np.empty((len(event), len(FEATURES)), dtype=np.float32)
+    features[:, 0] = _delta_r(at(eta, 3), at(phi, 3), lep["eta"], lep["phi"])
+    features[:, 1] = _delta_r(at(eta, 0), at(phi, 0), at(eta, 1), at(phi, 1))
+    features[:, 2] = _delta_r(at(eta, 2), at(phi, 2), at(eta, 0), at(phi, 0))
+    features[:, 3] = _delta_r(at(eta, 2), at(phi, 2), at(eta, 1), at(phi, 1))
+    features[:, 4] = _mass(at(e, 3) + l_e, at(px, 3) + l_px, at(py, 3) + l_py, at(pz, 3) + l_pz)
+    features[:, 5] = _mass(*w)
+    features[:, 6] = _mass(*top)
+    features[:, 7] = np.hypot(top[1], top[2])
+    for role in range(4):
+        features[:, 8 + role] = at(cols["btagCSVV2"], role)
+        features[:, 12 + role] = at(pt, role)
+    return features, event, perm
 
 
 def truth_labels(jets: Any, event: np.ndarray, perm: np.ndarray, max_jets: int = MAX_JETS) -> np.ndarray:
@@ -469,13 +469,16 @@ class TtbarAnalysis(distproc.Processor):
                 observable = ak.to_numpy(ak.sum(selected.pt, axis=1))
             else:
                 observable = trijet_mass(selected)
-            weights = self.weights(selected, {k: v[mask] for k, v in lepton.items()}, weight[mask], dataset)
-            if variation != "nominal" or not weight_variations:
-                weights = {"nominal": weights["nominal"]}
+            region_lepton = {k: v[mask] for k, v in lepton.items()}
+            if variation == "nominal" and weight_variations:
+                weights = self.weights(selected, region_lepton, weight[mask], dataset)
+            else:  # shape variations and alternative samples: the nominal weight only
+                sf = self.lepton_sf(region_lepton["pt"], np.abs(region_lepton["eta"]))
+                weights = {"nominal": weight[mask] * sf}
             for name, w in weights.items():
                 hists[region].fill(process=dataset, variation=name, observable=observable, weight=w)
             if region == "4j2b" and ml is not None and len(observable):
-                values = self.assignment(selected, {k: v[mask] for k, v in lepton.items()})
+                values = self.assignment(selected, region_lepton)
                 for key, h in ml.items():
                     for name, w in weights.items():
                         h.fill(process=dataset, variation=name, observable=values[key], weight=w)
