@@ -241,3 +241,19 @@ def test_skim_train_inference(client, fileset, output, tmp_path) -> None:
     peak = top.axes[0].centers[np.argmax(top.values())]
     assert 130 < peak < 210  # the best assignment reconstructs the top quark
     assert set(with_ml["ml"]["top_mass"].axes["variation"]) == set(with_ml["hists"]["4j2b"].axes["variation"])
+
+
+@pytest.mark.filterwarnings("ignore:jsonschema.RefResolver is deprecated:DeprecationWarning")  # pyhf 0.7
+def test_fit_of_the_analysis_recovers_an_injected_normalisation(output, tmp_path) -> None:
+    import yaml
+
+    from distproc.fit import fit
+
+    write_histograms(output, tmp_path / "histograms.root")
+    config = yaml.safe_load((PROCESSORS / "fit.yaml").read_text())
+    config |= {"data": {"asimov": {"ttbar_norm": 1.2}}, "plots": False}
+    summary = fit(tmp_path, config)
+    assert summary.poi == "ttbar_norm"
+    assert summary.value == pytest.approx(1.2, abs=0.01 * summary.uncertainty + 1e-4)
+    assert 0 < summary.uncertainty < 0.5
+    assert {"luminosity", "ME_var", "pt_res", "btag_var_3", "wjets_scale"} <= set(summary.parameters)

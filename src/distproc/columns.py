@@ -251,6 +251,15 @@ class ColumnWriter:
         -------
         ColumnFiles
             One entry: this partition's file (or ``path=None`` without rows).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> writer = ColumnWriter("skim", tempfile.mkdtemp())
+        >>> meta = {"dataset": "tt", "filename": "tt.root", "entrystart": 0, "entrystop": 3}
+        >>> files = writer.write({"ht": np.array([210.0, 305.5]), "njet": np.array([4, 5])}, meta)
+        >>> [(e.path, e.rows) for e in files.entries.values()]
+        [('tt/tt-de9e2f16-0-3.parquet', 2)]
         """
         import awkward as ak
 
@@ -307,7 +316,14 @@ def _write_parquet_atomic(array: Any, path: Path, compression: Any) -> None:
 
 
 def iter_column_files(output: Any, prefix: str = "") -> Iterator[tuple[str, ColumnFiles]]:
-    """Yield ``(key, ColumnFiles)`` for every column output in a nested accumulator."""
+    """Yield ``(key, ColumnFiles)`` for every column output in a nested accumulator.
+
+    Examples
+    --------
+    >>> output = {"skim": ColumnFiles("skim", "/out/skim"), "hists": {}, "n": 3}
+    >>> [key for key, _ in iter_column_files(output)]
+    ['skim']
+    """
     if isinstance(output, ColumnFiles):
         yield prefix, output
     elif isinstance(output, Mapping):
@@ -403,6 +419,15 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     ------
     ReadError
         The manifest is missing, unreadable or not a distproc column manifest.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> writer = ColumnWriter("skim", tempfile.mkdtemp())
+    >>> meta = {"dataset": "tt", "filename": "tt.root", "entrystart": 0, "entrystop": 2}
+    >>> manifest = read_manifest(write_manifest(writer.write({"x": [1.0, 2.0]}, meta)))
+    >>> manifest["name"], manifest["rows"], manifest["files"][0]["path"]
+    ('skim', 2, 'tt/tt-de9e2f16-0-2.parquet')
     """
     path = Path(path)
     if path.is_dir():

@@ -35,7 +35,19 @@ def plot_stack(
     title: str,
     xlabel: str,
 ) -> Path:
-    """Stacked sample *yields* with an uncertainty band, *data* as points and a data/model ratio panel."""
+    """Stacked sample *yields* with an uncertainty band, *data* as points and a data/model ratio panel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> plot_stack(
+    ...     Path("stack.png"), edges=np.array([0.0, 1.0, 2.0]), yields=[np.array([5.0, 3.0])],
+    ...     labels=["signal"], total_stdev=np.array([1.0, 1.0]), data=np.array([6.0, 2.0]),
+    ...     title="SR", xlabel="x",
+    ... )  # doctest: +SKIP
+    PosixPath('stack.png')
+    """
     import mplhep
     from matplotlib.figure import Figure
 
@@ -77,7 +89,17 @@ def plot_stack(
 
 
 def plot_pulls(path: Path, *, labels: Sequence[str], values: np.ndarray, errors: np.ndarray) -> Path:
-    """Pulls ``(theta - theta0) / sigma0`` of the constrained nuisance parameters with their errors."""
+    """Pulls ``(theta - theta0) / sigma0`` of the constrained nuisance parameters with their errors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> plot_pulls(
+    ...     Path("pulls.png"), labels=["jes", "lumi"], values=np.array([0.3, -0.1]), errors=np.ones(2)
+    ... )  # doctest: +SKIP
+    PosixPath('pulls.png')
+    """
     from matplotlib.figure import Figure
 
     with _style():

@@ -150,6 +150,25 @@ def cabinetry_config(config: FitConfig, histogram_file: str, histogram_folder: s
 
     *present* maps ``(region, sample)`` to whether the sample has any yield there; samples without
     yield in a region are left out of it (a normalization uncertainty on nothing is undefined).
+
+    Examples
+    --------
+    >>> from distproc.fit import parse_fit_config
+    >>> cfg = parse_fit_config(
+    ...     {
+    ...         "poi": "mu",
+    ...         "regions": [{"name": "SR"}],
+    ...         "samples": [{"name": "sig", "norm_factor": "mu"}],
+    ...         "systematics": [{"name": "jes", "up": {"variation": "jes_up"}}],
+    ...         "data": {"asimov": {"mu": 1.0}},
+    ...     }
+    ... )
+    >>> cab = cabinetry_config(cfg, "h.root", "/tmp/templates", {("SR", "sig"): True})
+    >>> jes = cab["Systematics"][0]
+    >>> jes["Type"], jes["Up"], jes["Down"]
+    ('NormPlusShape', {'VariationPath': 'jes_up'}, {'Symmetrize': True})
+    >>> cab["General"]["InputPath"]
+    'h.root:{RegionPath}/{SamplePath}/{VariationPath}'
     """
     regions = [{"Name": r.name, "RegionPath": r.name} for r in config.regions]
     samples: list[dict[str, Any]] = [{"Name": DATA_SAMPLE, "SamplePath": DATA_SAMPLE, "Data": True}]
