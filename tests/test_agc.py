@@ -257,3 +257,22 @@ def test_fit_of_the_analysis_recovers_an_injected_normalisation(output, tmp_path
     assert summary.value == pytest.approx(1.2, abs=0.01 * summary.uncertainty + 1e-4)
     assert 0 < summary.uncertainty < 0.5
     assert {"luminosity", "ME_var", "pt_res", "btag_var_3", "wjets_scale"} <= set(summary.parameters)
+
+
+def test_cli_make_sample_agc(tmp_path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from distproc.cli.main import main
+
+    result = CliRunner().invoke(
+        main, ["make-sample", "--process", "agc", "--events", "300", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2,700 events of 9 AGC processes" in result.output
+    fileset = yaml.safe_load((tmp_path / "fileset.yaml").read_text())
+    assert list(fileset) == list(AGC_PROCESSES)
+    for name, entry in fileset.items():
+        assert set(entry["metadata"]) == {"xsec", "sum_genweight", "nevents", "process"}
+        assert entry["metadata"]["process"] == name
+        assert all(Path(path).is_file() for path in entry["files"])
