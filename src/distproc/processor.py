@@ -107,6 +107,13 @@ def load_processor(spec: str, args: Mapping[str, Any] | None = None, *, base_dir
     args
         Keyword arguments for the class's constructor.
 
+    Notes
+    -----
+    The file (and helper modules imported from its directory) is pickled by value, so workers need not
+    have it. Module-level objects that pickle *by reference* to the file's module cannot reach workers:
+    a ``functools.cache``-decorated function is one (its wrapper is pickled by name). Use a plain dict
+    as the cache instead.
+
     Examples
     --------
     >>> from distproc import load_processor
