@@ -13,7 +13,8 @@ memory, and calls the run. A scheduler plugin in this process records when the f
 started on a worker (the compute start the worker reports) and how many finished; once the first has
 started and 4 have finished the client process is stopped (so the jobs are not run to the end: the metric
 is the time to the first task) and reports its peak RSS (``VmHWM``). The tasks submitted are counted by
-the scheduler plugin; the bytes per task come from pickling the graph as ``distributed.Client`` does
+the scheduler plugin. distproc jobs run ``--repeat`` times (default 3; the median times and the highest
+RSS are shown), coffea's once. The bytes per task come from pickling the graph as ``distributed.Client`` does
 (``serialize(ToPickle(graph))``), in another fresh process, divided by the number of tasks; the largest
 task pickled alone is shown too.
 
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="distproc jobs, DxFxK,...")
     parser.add_argument("--coffea-configs", default=DEFAULT_COFFEA, help="coffea jobs ('' for none)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="distproc runs per job (median time, highest RSS)"
+    )
     parser.add_argument("--profile", default="", help="DxFxK: pyinstrument distproc's client on that job")
     parser.add_argument("--child", nargs=2, metavar=("FRAMEWORK", "DxFxK"), help=argparse.SUPPRESS)
     parser.add_argument("--pickle", nargs=2, metavar=("FRAMEWORK", "DxFxK"), help=argparse.SUPPRESS)
@@ -420,15 +424,26 @@ def main(argv: list[str] | None = None) -> None:
             if framework == "distproc" and (d, f, k) == profile_config:
                 profile = str(Path(tempfile.gettempdir()) / f"scale-profile-{os.getpid()}.txt")
             sizes = pickled(framework, d, f, k)
-            row = measure(
-                framework, (d, f, k), sizes["tasks"], client.scheduler.address, probe, scheduler, profile
-            )
+            rows = [
+                measure(
+                    framework,
+                    (d, f, k),
+                    sizes["tasks"],
+                    client.scheduler.address,
+                    probe,
+                    scheduler,
+                    profile if i == 0 else None,
+                )
+                for i in range(args.repeat if framework == "distproc" else 1)
+            ]
+            row = _median_row(rows)
             row.update(sizes)
             row["prep_s"] = prep
             results.append(row)
             print(
                 f"{framework:8s} D={d:<5d} F={f:<3d} K={k:<3d} {row['partitions']:>6d} partitions: "
-                f"first task {_fmt(row['first_task_s'])} s (all tasks in {_fmt(row['all_submitted_s'])} s), "
+                f"first task {_fmt(row['first_task_s'])} s (all tasks in {_fmt(row['all_submitted_s'])} s; "
+                f"runs: {', '.join(_fmt(x) for x in row['first_task_s_all'])} s), "
                 f"client peak RSS {_fmt(row['peak_rss_mib'], 0)} MiB "
                 f"(connected {row['rss_ready_mib']:.0f}), {row['tasks_submitted']} tasks submitted, "
                 f"{row['bytes_per_task']:,.0f} B/task pickled (largest task {row['largest_task']:,} B"
@@ -447,6 +462,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     if main_row is not None:
         print(f"scale first_task_s={main_row['first_task_s']:.2f} rss_mb={main_row['peak_rss_mib']:.0f}")
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median times and the highest peak RSS of repeated measurements of one job."""
+    import statistics
+
+    row = dict(rows[0])
+    for key in ("first_task_s", "all_submitted_s"):
+        values = [r[key] for r in rows if r[key] is not None]
+        row[key] = statistics.median(values) if values else None
+        row[f"{key}_all"] = [r[key] for r in rows]
+    row["peak_rss_mib"] = max((r["peak_rss_mib"] or 0) for r in rows) or None
+    return row
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

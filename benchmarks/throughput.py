@@ -18,12 +18,14 @@ with a ``variation`` axis. The coffea and distproc histograms are compared bin b
 
 Pools and the cluster are started first (timed apart, with a warm-up task that imports the readers in
 every worker) and every run is the wall time of one complete call (preprocessing included, with an empty
-preprocessing cache for coffea and distproc). With ``--rounds R`` the three runs are interleaved R times
-and the median is used.
+preprocessing cache for coffea and distproc). The three runs are interleaved ``--rounds`` times (default 3)
+and the medians are used. The CPU time the worker processes (and this process) spent is printed too:
+it depends less than wall time on what else runs on the machine.
 
-    python benchmarks/throughput.py                        # 10M events (generated once, ~2 min)
+    python benchmarks/throughput.py                        # 10M events (generated once, ~90 s), 3 rounds
     python benchmarks/throughput.py --events 1000000       # quick check
     python benchmarks/throughput.py --profile              # + pyinstrument of one distproc partition
+    python benchmarks/throughput.py --ablation             # + distproc with its worker optimisations off
 
 The last line reads ``distproc/coffea=X.XX distproc/floor=Y.YY``.
 """
@@ -229,15 +231,18 @@ def profile_partition(parts: list[tuple[str, int, int]]) -> None:
 
 
 class Timer:
-    """Wall time of a call plus the CPU time (user, system) its worker processes spent meanwhile."""
+    """Wall time of a call, the CPU time (user, system) its worker processes spent meanwhile, and this
+    (main) process's CPU time (coffea merges outputs here; distproc's client and scheduler live here)."""
 
     def __init__(self, pids: list[int]) -> None:
         import psutil
 
         self.procs = [psutil.Process(pid) for pid in pids]
+        self.main = psutil.Process()
 
     def _cpu(self) -> np.ndarray:
-        return np.sum([tuple(p.cpu_times())[:2] for p in self.procs], axis=0)
+        workers = np.sum([tuple(p.cpu_times())[:2] for p in self.procs], axis=0)
+        return np.array([*workers, sum(tuple(self.main.cpu_times())[:2])])
 
     def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, np.ndarray]:
         cpu, start = self._cpu(), time.perf_counter()
@@ -311,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--files", type=int, default=10, help="files the events are split into (default 10)")
     parser.add_argument("--chunksize", type=int, default=100_000, help="events per partition, all runs")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: cores)")
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--profile", action="store_true", help="pyinstrument one distproc partition")
     parser.add_argument(
         "--ablation", action="store_true", help="also run distproc with its worker optimisations off"
@@ -380,11 +385,19 @@ def main(argv: list[str] | None = None) -> None:
     print(histogram_check(out_distproc["ht"], out_coffea["ht"]))
     rate = {k: events / statistics.median(v) for k, v in times.items()}
     for k in times:
-        user, system = np.median(cpus[k], axis=0) / nparts * 1e3
+        user, system, main_cpu = np.median(cpus[k], axis=0) / nparts * 1e3
         print(
             f"{k:8s}: {statistics.median(times[k]):7.2f} s  {rate[k] / 1e6:6.3f} M events/s   "
-            f"worker CPU per partition: user {user:5.0f} ms, system {system:4.0f} ms"
+            f"CPU per partition: workers user {user:4.0f} ms + system {system:3.0f} ms, main process "
+            f"{main_cpu:3.0f} ms"
         )
+    per_cpu = {k: nparts / np.median([c[:2].sum() for c in cpus[k]]) for k in times}
+    print(
+        "partitions per worker-CPU-second (less load-dependent than wall time): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in per_cpu.items())
+        + f"; distproc/coffea={per_cpu['distproc'] / per_cpu['coffea']:.2f}"
+        f" distproc/floor={per_cpu['distproc'] / per_cpu['floor']:.2f}"
+    )
     print(f"coffea/floor={rate['coffea'] / rate['floor']:.2f}  ({load_line()})")
     vs_coffea, vs_floor = rate["distproc"] / rate["coffea"], rate["distproc"] / rate["floor"]
     print(f"distproc/coffea={vs_coffea:.2f} distproc/floor={vs_floor:.2f}")
