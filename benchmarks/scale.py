@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -255,7 +256,7 @@ def pickle_child(framework: str, d: int, f: int, k: int) -> None:
     # distproc's processor and partition table are data keys shared by every task: shown apart
     shared = {k: v for k, v in tasks.items() if isinstance(k, str) and k.startswith("distproc-")}
     others = [v for k, v in tasks.items() if k not in shared]
-    sample = others[:: max(1, len(others) // 200)]
+    sample = random.Random(0).sample(others, min(len(others), 300))
     largest = max(len(pickle.dumps(t, protocol=5)) if _plain(t) else _cloud_len(t) for t in sample)
     _emit(
         tasks=len(tasks),
@@ -292,14 +293,18 @@ class Probe(SchedulerPlugin):
         self.reset()
 
     def reset(self) -> None:
-        self.submitted = 0
+        self.keys: set[Any] = set()
         self.submitted_at: float | None = None
         self.first_start: float | None = None
         self.done = 0
 
     def update_graph(self, scheduler: Any, *, tasks: Any = (), **kwargs: Any) -> None:
-        self.submitted += len(tasks)
+        self.keys.update(tasks)  # a later graph lists the earlier keys it refers to again
         self.submitted_at = time.time()
+
+    @property
+    def submitted(self) -> int:
+        return len(self.keys)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if start != "processing" or finish != "memory":

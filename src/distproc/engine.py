@@ -327,17 +327,15 @@ def submit_graph(
     sent = {*shared, *head}
     head_futures = _send_graph(client, {k: graph[k] for k in sent}, [*shared, *head], priority)
 
-    def ref(key: Any) -> Any:
-        return TaskRef(key) if key in sent else key
-
+    refs = {k: TaskRef(k) for k in sent}  # one reference object per key, shared by all tasks
     rest = {}
     for key, task in graph.items():
         if key in sent:
             continue
         if task[0] is _merge:
-            rest[key] = (_merge, [ref(k) for k in task[1]])
+            rest[key] = (_merge, [refs.get(k, k) for k in task[1]])
         else:
-            rest[key] = (task[0], *(ref(a) if isinstance(a, str) else a for a in task[1:]))
+            rest[key] = (task[0], *[refs.get(a, a) if type(a) is str else a for a in task[1:]])
     tail = partition_keys[first:] if keep_partitions else []
     futures = _send_graph(client, rest, [final_key, *tail], priority)
     for future in head_futures[: len(shared)] if keep_partitions else head_futures:
