@@ -572,3 +572,31 @@ def test_cuda_keeps_device_data_on_device(mlp_path: Path) -> None:
     assert ak.backend(out) == "cuda"
     cpu = OnnxModel(mlp_path, backend="cpu")(x.get())
     np.testing.assert_allclose(ak.to_numpy(ak.to_backend(out, "cpu")), ak.to_numpy(cpu), atol=1e-5)
+
+
+def _worker_backend(model: OnnxModel) -> str:
+    return model._session()[0].name
+
+
+@pytest.mark.gpu
+@pytest.mark.cluster
+@gpu
+def test_auto_backend_picks_cuda_on_gpu_workers(mlp_path: Path, raw_mlp: ort.InferenceSession) -> None:
+    distributed = pytest.importorskip("distributed")
+    model = OnnxModel(mlp_path, backend="auto", features=FEATURES, batch_size=500)
+    jets = make_jets(2000, seed=5)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        computed = client.compute(model(dak.from_awkward(jets, npartitions=4))).result()
+        backends = {
+            client.submit(_worker_backend, model, workers=[w], pure=False).result()
+            for w in client.scheduler_info()["workers"]
+        }
+    assert backends == {"cuda"}
+    assert ak.num(computed).tolist() == ak.num(jets).tolist()
+    expected = raw_run(raw_mlp, rows_of(jets, FEATURES))[:, 0]
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(computed)), expected, atol=1e-5, rtol=0)
