@@ -15,6 +15,8 @@ Modes, each as rows/s and end-to-end time per chunk (awkward chunk in, jagged sc
 ``cuda-device``            CUDABackend(): the chunk already on the GPU (``ak.to_backend(x, "cuda")``, or a
                            CuPy matrix when awkward's CUDA kernels are missing): no host round trip
 ``cuda-raw``               bare onnxruntime session + IO binding on a CuPy matrix (GPU baseline)
+``*-tf32``                 the same with TF32 matrix products (``use_tf32=1``; distproc's default is 0, which
+                           keeps GPU scores within ~1e-7 of the CPU's instead of ~1e-4)
 
     python benchmarks/inference_gpu.py                       # 1M events on GPU, 50k on CPU
     python benchmarks/inference_gpu.py --events 20000 --cpu-events 5000
@@ -112,6 +114,22 @@ def run_cpu(args: argparse.Namespace, onnx_bytes: bytes, results: dict[str, floa
     report("cpu-raw", rows, time_chunks(chunks, raw, args.repeat, lambda: None), results)
 
 
+def raw_bound(session: Any, bs: int) -> Callable[[Any], None]:
+    """A bare onnxruntime loop with IO binding over a CuPy matrix (the GPU baseline)."""
+    import cupy
+
+    def raw(x: Any) -> None:
+        for s in range(0, len(x), bs):
+            part = cupy.ascontiguousarray(x[s : s + bs])
+            out = cupy.empty((len(part), 1), dtype=cupy.float32)
+            binding = session.io_binding()
+            binding.bind_input("x", "cuda", 0, np.float32, tuple(part.shape), part.data.ptr)
+            binding.bind_output("y", "cuda", 0, np.float32, tuple(out.shape), out.data.ptr)
+            session.run_with_iobinding(binding)
+
+    return raw
+
+
 def run_gpu(args: argparse.Namespace, onnx_bytes: bytes, results: dict[str, float]) -> None:
     import cupy
 
@@ -134,20 +152,32 @@ def run_gpu(args: argparse.Namespace, onnx_bytes: bytes, results: dict[str, floa
         print(f"(awkward on cuda unavailable: {type(err).__name__}: {err}; timing a CuPy matrix instead)")
         label, inputs = "cuda-device*", [cupy.asarray(flat_rows(c)) for c in chunks]
     report(label, rows, time_chunks(inputs, bound, args.repeat, sync), results)
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CUDAExecutionProvider"])
     matrices = [cupy.asarray(flat_rows(c)) for c in chunks]
+    for suffix, tf32 in (("", "0"), ("-tf32", "1")):
+        backend = CUDABackend(provider_options={"use_tf32": tf32})
+        if tf32 == "1":
+            fast = OnnxModel.from_bytes(onnx_bytes, backend=backend, batch_size=bs)
+            report(label + suffix, rows, time_chunks(inputs, fast, args.repeat, sync), results)
+        session = ort.InferenceSession(
+            onnx_bytes,
+            providers=[name for name, _ in backend.providers],
+            provider_options=[opts for _, opts in backend.providers],
+        )
+        report(
+            "cuda-raw" + suffix,
+            rows,
+            time_chunks(matrices, raw_bound(session, bs), args.repeat, sync),
+            results,
+        )
+    if args.profile:
+        import cProfile
+        import pstats
 
-    def raw(x: Any) -> None:
-        for s in range(0, len(x), bs):
-            part = cupy.ascontiguousarray(x[s : s + bs])
-            out = cupy.empty((len(part), 1), dtype=cupy.float32)
-            binding = session.io_binding()
-            binding.bind_input("x", "cuda", 0, np.float32, tuple(part.shape), part.data.ptr)
-            binding.bind_output("y", "cuda", 0, np.float32, tuple(out.shape), out.data.ptr)
-            session.run_with_iobinding(binding)
-
-    report("cuda-raw", rows, time_chunks(matrices, raw, args.repeat, sync), results)
+        with cProfile.Profile() as profile:
+            for chunk in inputs:
+                bound(chunk)
+            sync()
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
     cpu_scores = OnnxModel.from_bytes(onnx_bytes, backend="cpu")(chunks[0].Jet[:2000])
     gpu_scores = bound(chunks[0].Jet[:2000])
     diff = float(np.max(np.abs(ak.to_numpy(ak.flatten(cpu_scores)) - ak.to_numpy(ak.flatten(gpu_scores)))))
@@ -165,6 +195,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=65536, help="rows per CPU session.run")
     parser.add_argument("--gpu-batch-size", type=int, default=262144, help="rows per GPU session.run")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="cProfile the cuda-device mode")
     args = parser.parse_args()
 
     onnx_bytes = make_mlp(SIZES)
@@ -177,11 +208,14 @@ def main() -> int:
         print(f"gpu inference skipped cpu_rows_s={results['cpu']:.0f}")
         return 0
     run_gpu(args, onnx_bytes, results)
-    best_cuda = max(v for k, v in results.items() if k.startswith("cuda-device"))
+    device = next(k for k in results if k.startswith("cuda-device") and not k.endswith("-tf32"))
     print(
         f"gpu inference cpu_rows_s={results['cpu']:.0f} cuda_host_rows_s={results['cuda-host']:.0f} "
-        f"cuda_iobinding_rows_s={results['cuda-iobinding']:.0f} cuda_device_rows_s={best_cuda:.0f} "
-        f"cuda_raw_rows_s={results['cuda-raw']:.0f} speedup_vs_cpu={best_cuda / results['cpu']:.1f}x"
+        f"cuda_iobinding_rows_s={results['cuda-iobinding']:.0f} cuda_device_rows_s={results[device]:.0f} "
+        f"cuda_raw_rows_s={results['cuda-raw']:.0f} "
+        f"device_overhead={results['cuda-raw'] / results[device] - 1:.0%} "
+        f"tf32_device_rows_s={results[device + '-tf32']:.0f} tf32_raw_rows_s={results['cuda-raw-tf32']:.0f} "
+        f"speedup_vs_cpu={results[device] / results['cpu']:.1f}x"
     )
     return 0
 

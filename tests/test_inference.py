@@ -379,8 +379,9 @@ def test_backend_registry_and_resolution() -> None:
     assert isinstance(CUDABackend(), InferenceBackend)
     assert CUDABackend(device_id=1, io_binding=False).providers[0] == (
         "CUDAExecutionProvider",
-        {"device_id": "1"},
+        {"device_id": "1", "use_tf32": "0"},  # GPU scores equal the CPU's within float32 rounding
     )
+    assert CUDABackend(provider_options={"use_tf32": 1}).providers[0][1]["use_tf32"] == "1"
 
 
 @pytest.mark.skipif(
