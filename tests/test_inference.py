@@ -573,6 +573,17 @@ def test_cuda_keeps_device_data_on_device(mlp_path: Path) -> None:
     assert ak.backend(out) == "cuda"
     cpu = OnnxModel(mlp_path, backend="cpu")(x.get())
     np.testing.assert_allclose(ak.to_numpy(ak.to_backend(out, "cpu")), ak.to_numpy(cpu), atol=1e-5)
+    # jagged awkward input on the device: same scores, and bad input still gets distproc's error
+    jets = make_jets(400, seed=3)
+    on_gpu = OnnxModel(mlp_path, backend="cuda", features=FEATURES)(ak.to_backend(jets, "cuda"))
+    assert ak.backend(on_gpu) == "cuda"
+    assert ak.num(on_gpu).tolist() == ak.num(jets).tolist()
+    expected = OnnxModel(mlp_path, backend="cpu", features=FEATURES)(jets)
+    np.testing.assert_allclose(
+        ak.to_numpy(ak.flatten(ak.to_backend(on_gpu, "cpu"))), ak.to_numpy(ak.flatten(expected)), atol=1e-5
+    )
+    with pytest.raises(InferenceInputError, match=r"feature\(s\) 'f9' not given"):
+        OnnxModel(mlp_path, backend="cuda", features=FEATURES)(ak.to_backend(jets[FEATURES[:9]], "cuda"))
 
 
 def _worker_backend(model: OnnxModel) -> str:

@@ -18,7 +18,8 @@ Layouts, per model input:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,29 @@ LAYOUTS = ("auto", "events", "objects", "padded")
 def backend_of(array: Any) -> str:
     """``"cpu"``, ``"cuda"`` or ``"typetracer"`` for an awkward, NumPy or CuPy array."""
     if isinstance(array, ak.Array):
-        return ak.backend(array)
+        return array.layout.backend.name  # what ak.backend returns, without its dispatch
     return "cuda" if is_cupy(array) else "cpu"
+
+
+@contextmanager
+def lazy_awkward_errors(values: Iterable[Any]) -> Iterator[None]:
+    """Keep awkward from formatting its error messages ahead of time for arrays on the GPU.
+
+    For arrays on a backend whose errors are reported late (CUDA), awkward renders every argument of
+    every operation when the operation starts, in case it fails later: a device-to-host copy and a
+    pretty-print per call, which took 85 % of distproc's own time per GPU chunk (benchmarks/README.md).
+    Inside an outer error context, the inner ones format only when an error happens.
+    """
+    if not any(backend_of(v) == "cuda" for v in values):
+        yield
+        return
+    try:
+        from awkward._errors import OperationErrorContext  # private: only a speed-up if it moves
+    except ImportError:
+        yield
+        return
+    with OperationErrorContext("distproc.inference.OnnxModel", (), {}):
+        yield
 
 
 @dataclass

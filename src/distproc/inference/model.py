@@ -13,7 +13,7 @@ import numpy as np
 
 from distproc.exceptions import InferenceError, format_options
 from distproc.inference._cache import get_session
-from distproc.inference._features import LAYOUTS, Prepared, backend_of, prepare
+from distproc.inference._features import LAYOUTS, Prepared, backend_of, lazy_awkward_errors, prepare
 from distproc.inference._spec import TensorSpec
 from distproc.inference.backends import (
     CPUBackend,
@@ -288,10 +288,7 @@ class OnnxModel:
         feeds = self._feeds(data, inputs)
         from dask.base import is_dask_collection
 
-        values = [
-            v for value in feeds.values() for v in (value.values() if isinstance(value, Mapping) else [value])
-        ]
-        lazy = [is_dask_collection(v) for v in values]
+        lazy = [is_dask_collection(v) for v in _leaves(feeds)]
         if any(lazy):
             if not all(lazy):
                 msg = "mix of dask-awkward and in-memory arrays; give every input as dask-awkward arrays"
@@ -335,6 +332,10 @@ class OnnxModel:
         return dak.map_partitions(_apply_partition, model, feeds, meta=meta, label="onnx-inference")
 
     def _apply(self, feeds: Mapping[str, Any]) -> Any:
+        with lazy_awkward_errors(_leaves(feeds)):
+            return self._apply_eager(feeds)
+
+    def _apply_eager(self, feeds: Mapping[str, Any]) -> Any:
         prepared = [
             prepare(
                 spec,
@@ -484,3 +485,10 @@ def _check_nan(prepared: list[Prepared], batch: Mapping[str, Any], start: int, x
             "to the model."
         )
         raise InferenceInputError(msg, input_name=p.spec.name)
+
+
+def _leaves(feeds: Mapping[str, Any]) -> list[Any]:
+    """The arrays of *feeds* (input name -> array, or -> mapping of feature name -> array)."""
+    return [
+        v for value in feeds.values() for v in (value.values() if isinstance(value, Mapping) else [value])
+    ]
