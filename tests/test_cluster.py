@@ -204,6 +204,22 @@ def test_malloc_prologue_removes_the_nannys_trim_threshold() -> None:
 # --- unreachable clusters ---------------------------------------------------------------------------
 
 
+def _worker_settings() -> tuple[str | None, str]:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), dask.config.get("distributed.worker.profile.interval")
+
+
+@pytest.mark.cluster
+def test_local_workers_get_the_allocator_and_profiler_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # so only the nanny could set it
+    with get_backend("local", workers=1).client() as client:
+        assert list(client.run(_worker_settings).values()) == [(None, "100ms")]
+    with (
+        dask.config.set({"distributed.worker.profile.interval": "20ms"}),
+        get_backend("local", workers=1).client() as client,
+    ):
+        assert list(client.run(_worker_settings).values()) == [(None, "20ms")]  # a user's choice stays
+
+
 def test_unreachable_scheduler_fails_within_its_timeout(
     fileset: dict[str, list[str]], tmp_path: Path
 ) -> None:
