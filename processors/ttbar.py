@@ -329,10 +329,11 @@ def permutation_features(
     l_px, l_py = lep["pt"] * np.cos(lep["phi"]), lep["pt"] * np.sin(lep["phi"])
     l_pz = lep["pt"] * np.sinh(lep["eta"])
     l_e = np.sqrt((lep["pt"] * np.cosh(lep["eta"])) ** 2 + lep["mass"] ** 2)
-    jet = perms[perm]  # (rows, 4): the jets of W1, W2, b_had, b_lep
+    # (rows, 4): flat positions in the (events, max_jets) arrays of the jets of W1, W2, b_had, b_lep
+    position = event[:, None] * max_jets + perms[perm]
 
     def at(x: np.ndarray, role: int) -> np.ndarray:
-        return x[event, jet[:, role]]
+        return x.ravel().take(position[:, role])
 
     w = tuple(at(v, 0) + at(v, 1) for v in (e, px, py, pz))
     top = tuple(wv + at(v, 2) for wv, v in zip(w, (e, px, py, pz), strict=True))
@@ -361,18 +362,14 @@ def truth_labels(jets: Any, event: np.ndarray, perm: np.ndarray, max_jets: int =
 
 def best_permutation(scores: np.ndarray, event: np.ndarray, n_events: int) -> np.ndarray:
     """Row index of the highest-scoring permutation of every event (event-major rows; first of ties)."""
-    k = len(scores) // n_events if n_events else 0
-    regular = k and len(scores) == k * n_events and np.array_equal(event[::k], np.arange(n_events))
-    if regular and np.array_equal(event, np.repeat(np.arange(n_events), k)):  # as many rows per event
-        return np.argmax(scores.reshape(n_events, k), axis=1) + np.arange(n_events) * k
-    order = np.lexsort((-scores, event))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = event[order][1:] != event[order][:-1]
-    best = order[first]
-    if len(best) != n_events:
-        msg = f"{n_events} events but {len(best)} have permutations"
+    starts = np.flatnonzero(np.r_[True, event[1:] != event[:-1]]) if len(event) else event
+    if len(starts) != n_events:
+        msg = f"{n_events} events but {len(starts)} have permutations"
         raise ValueError(msg)
-    return best
+    best = np.maximum.reduceat(scores, starts) if len(starts) else scores
+    is_best = scores == np.repeat(best, np.diff(np.r_[starts, len(scores)]))
+    rows = np.flatnonzero(is_best)  # the first of each event's best rows:
+    return rows[np.r_[True, event[rows[1:]] != event[rows[:-1]]]] if len(rows) else rows
 
 
 # ---------------------------------------------------------------------------------------------------------
