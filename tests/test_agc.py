@@ -276,3 +276,15 @@ def test_cli_make_sample_agc(tmp_path) -> None:
         assert set(entry["metadata"]) == {"xsec", "sum_genweight", "nevents", "process"}
         assert entry["metadata"]["process"] == name
         assert all(Path(path).is_file() for path in entry["files"])
+
+
+def test_best_permutation_is_the_first_highest_score_of_each_event() -> None:
+    ttbar = _module("ttbar")
+    rng = np.random.default_rng(4)
+    rows_per_event = rng.integers(1, 7, size=500)
+    event = np.repeat(np.arange(500), rows_per_event)
+    scores = np.round(rng.random(len(event)), 1).astype(np.float32)  # many ties
+    expected = [np.flatnonzero(event == i)[np.argmax(scores[event == i])] for i in range(500)]
+    assert ttbar.best_permutation(scores, event, 500).tolist() == expected
+    with pytest.raises(ValueError, match="501 events but 500 have permutations"):
+        ttbar.best_permutation(scores, event, 501)
