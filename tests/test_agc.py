@@ -288,3 +288,16 @@ def test_best_permutation_is_the_first_highest_score_of_each_event() -> None:
     assert ttbar.best_permutation(scores, event, 500).tolist() == expected
     with pytest.raises(ValueError, match="501 events but 500 have permutations"):
         ttbar.best_permutation(scores, event, 501)
+
+
+def test_committed_fileset_is_what_make_demo_generates(tmp_path: Path) -> None:
+    import yaml
+
+    committed = yaml.safe_load((PROCESSORS / "agc_fileset.yaml").read_text())
+    make_agc_samples(50_000, tmp_path, seed=1)  # the Makefile's demo samples
+    generated = yaml.safe_load((tmp_path / "fileset.yaml").read_text())
+    assert list(committed) == list(generated) == list(AGC_PROCESSES)
+    for name, entry in generated.items():
+        assert committed[name]["metadata"] == entry["metadata"]
+        files = [f"../demo-output/samples/{f}" for f in entry["files"]]
+        assert list(committed[name]["files"]) == files

@@ -123,3 +123,22 @@ def test_histograms_root_naming_with_two_category_axes(tmp_path):
         np.testing.assert_allclose(f["region/ht/tt/up"].variances(), [0, 4, 9, 0, 0])
         assert f["region/ht/wj/nominal"].values().sum() == 0
         assert json.loads(f["_index"])["region/ht"]["written"][0] == "region/ht/tt/nominal"
+
+
+@pytest.mark.cluster
+def test_fileset_file_paths_resolve_against_the_fileset_file(tmp_path):
+    """make-sample writes a relocatable fileset (paths relative to it); a run config elsewhere uses it."""
+    made = cli("make-sample", "--process", "agc", "--events", "200", "--out", "data/agc", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "ttbar_0.root: Events" in (tmp_path / "data" / "agc" / "fileset.yaml").read_text()
+    (tmp_path / "data").rename(tmp_path / "moved")  # samples and fileset move together
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "run.yaml"
+    config.write_text(
+        f'processor: "{PROCS}:MuonPt"\nfileset: ../moved/agc/fileset.yaml\ncache_dir: ../cache\n'
+    )
+    ran = cli("run", str(config), "--output", "out", "--workers", "1", cwd=tmp_path / "configs")
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    report = json.loads((tmp_path / "configs" / "out" / "report.json").read_text())
+    assert report["datasets"]["wjets"]["events"] == 200
+    assert len(report["datasets"]) == 9

@@ -98,6 +98,8 @@ class RunConfig:
     output: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)
+    #: Where the fileset's relative paths resolve: the fileset file's directory, or ``base_dir``.
+    fileset_dir: Path | None = None
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -154,9 +156,11 @@ def load_config(path: str | os.PathLike[str]) -> RunConfig:
         raise ConfigError(msg, key="processor", source=source)
 
     fileset = data["fileset"]
+    fileset_dir = path.parent.resolve()
     if isinstance(fileset, str):
         fileset_path = path.parent / fileset
         fileset = _read_yaml(fileset_path, "fileset file")
+        fileset_dir = fileset_path.parent.resolve()
     if not isinstance(fileset, Mapping):
         msg = f"fileset must be a mapping or the path of a YAML/JSON file, got {type(fileset).__name__}"
         raise ConfigError(msg, key="fileset", source=source)
@@ -178,4 +182,5 @@ def load_config(path: str | os.PathLike[str]) -> RunConfig:
         output=output,
         options=options,
         base_dir=path.parent.resolve(),
+        fileset_dir=fileset_dir,
     )

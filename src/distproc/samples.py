@@ -1039,9 +1039,10 @@ def sample_fileset(infos: Iterable[SampleInfo]) -> dict[str, dict[str, Any]]:
 
 
 def write_fileset(infos: Iterable[SampleInfo], path: str | os.PathLike[str]) -> Path:
-    """Write the :func:`sample_fileset` of *infos* as YAML (absolute paths), atomically; return the path.
+    """Write the :func:`sample_fileset` of *infos* as YAML, atomically; return the path.
 
-    The file is what a run config's ``fileset:`` key takes.
+    The file is what a run config's ``fileset:`` key takes. Its file paths are relative to the YAML's
+    directory (where ``distproc run`` resolves them), so the samples and their fileset can move together.
 
     Examples
     --------
@@ -1059,7 +1060,10 @@ def write_fileset(infos: Iterable[SampleInfo], path: str | os.PathLike[str]) -> 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as stream:
-            yaml.safe_dump(sample_fileset(infos), stream, sort_keys=False)
+            fileset = sample_fileset(infos)
+            for entry in fileset.values():
+                entry["files"] = {os.path.relpath(f, path.parent): t for f, t in entry["files"].items()}
+            yaml.safe_dump(fileset, stream, sort_keys=False)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
