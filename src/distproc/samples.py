@@ -27,7 +27,6 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 import uproot
 
 from distproc.exceptions import ConfigError, format_options
+from distproc.io import atomic_write_bytes
 
 __all__ = (
     "AGC_PROCESSES",
@@ -802,14 +802,7 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _write_json_atomic(path: Path, content: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            json.dump(content, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -1057,16 +1050,10 @@ def write_fileset(infos: Iterable[SampleInfo], path: str | os.PathLike[str]) -> 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            fileset = sample_fileset(infos)
-            for entry in fileset.values():
-                entry["files"] = {os.path.relpath(f, path.parent): t for f, t in entry["files"].items()}
-            yaml.safe_dump(fileset, stream, sort_keys=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    fileset = sample_fileset(infos)
+    for entry in fileset.values():
+        entry["files"] = {os.path.relpath(f, path.parent): t for f, t in entry["files"].items()}
+    atomic_write_bytes(path, yaml.safe_dump(fileset, sort_keys=False).encode())
     return path
 
 
