@@ -269,7 +269,10 @@ def samples(events: int) -> dict:
         start = time.perf_counter()
         make_agc_samples(per_process, directory, seed=2024, events_per_file=100_000)
         print(f"generated 9 x {per_process:,} events in {time.perf_counter() - start:.0f} s -> {directory}")
-    return yaml.safe_load(fileset_path.read_text())
+    fileset = yaml.safe_load(fileset_path.read_text())
+    for entry in fileset.values():  # paths relative to the fileset file, absolute for both engines
+        entry["files"] = {str(directory / path): tree for path, tree in entry["files"].items()}
+    return fileset
 
 
 def _cpu_seconds(pids: list[int]) -> float:

@@ -275,7 +275,7 @@ def test_cli_make_sample_agc(tmp_path) -> None:
     for name, entry in fileset.items():
         assert set(entry["metadata"]) == {"xsec", "sum_genweight", "nevents", "process"}
         assert entry["metadata"]["process"] == name
-        assert all(Path(path).is_file() for path in entry["files"])
+        assert all((tmp_path / path).is_file() for path in entry["files"])  # relative to the fileset
 
 
 def test_best_permutation_is_the_first_highest_score_of_each_event() -> None:
