@@ -154,39 +154,44 @@ def test_lookup_matches_numpy_reference_on_generated_data(variation: str, flow: 
     np.testing.assert_array_equal(_flat(got), want)
 
 
+EDGE_AXES = [
+    [-math.inf, 20.0, 30.0, 50.0, 80.0, 120.0, math.inf],  # exact in float32
+    [0.0, 0.1, 0.7, 1.3, 2.4],  # 0.1, 0.7, ... are not float32 numbers
+    list(np.linspace(-5.0, 5.0, 41)),  # 40 bins: binary search
+]
+
+
+def _edge_case(flow: str, dtype: str) -> tuple[BinnedLookup, list[np.ndarray], np.ndarray]:
+    """A 3-D lookup of 960 bins, inputs on, just above and just below every edge, and the reference."""
+    rng = np.random.default_rng(3)
+    table = rng.normal(size=(6, 4, 40))
+    sf = BinnedLookup(EDGE_AXES, table, flow=flow, flow_value=-1.0, name="edges")
+    inputs = []
+    for edges in EDGE_AXES:
+        finite = np.array([e for e in edges if math.isfinite(e)])
+        near = [
+            finite,
+            np.nextafter(finite, math.inf),
+            np.nextafter(finite, -math.inf),
+            finite.astype(np.float32),
+        ]
+        pool = np.concatenate([*near, rng.normal(0, 60, 200), [math.nan, math.inf, -math.inf]])
+        x = rng.choice(pool, size=5000)
+        inputs.append(
+            x.astype(dtype) if dtype != "int32" else np.nan_to_num(x, posinf=999, neginf=-999).astype(dtype)
+        )
+    want = _reference([x.astype(np.float64) for x in inputs], EDGE_AXES, table, flow=flow, flow_value=-1.0)
+    return sf, inputs, want
+
+
 @pytest.mark.parametrize("flow", ["clamp", "fill"])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
 def test_lookup_bins_equal_digitize_at_and_around_every_edge(flow: str, dtype: str) -> None:
     """Few-bin axes (comparison sums, float32 kept) and many-bin axes (binary search) both equal
     np.digitize in float64, for values on, just above and just below each edge, including edges that are
     not exact float32 numbers and an N-D table of more than 256 bins."""
-    rng = np.random.default_rng(3)
-    axes = [
-        [-math.inf, 20.0, 30.0, 50.0, 80.0, 120.0, math.inf],  # exact in float32
-        [0.0, 0.1, 0.7, 1.3, 2.4],  # 0.1, 0.7, ... are not float32 numbers
-        list(np.linspace(-5.0, 5.0, 41)),  # 40 bins: binary search
-    ]
-    table = rng.normal(size=(6, 4, 40))
-    sf = BinnedLookup(axes, table, flow=flow, flow_value=-1.0, name="edges")
-    inputs = []
-    for edges in axes:
-        finite = np.array([e for e in edges if math.isfinite(e)])
-        near = np.concatenate(
-            [
-                finite,
-                np.nextafter(finite, math.inf),
-                np.nextafter(finite, -math.inf),
-                finite.astype(np.float32),
-            ]
-        )
-        pool = np.concatenate([near, rng.normal(0, 60, 200), [math.nan, math.inf, -math.inf]])
-        x = rng.choice(pool, size=5000)
-        inputs.append(
-            x.astype(dtype) if dtype != "int32" else np.nan_to_num(x, posinf=999, neginf=-999).astype(dtype)
-        )
-    got = sf(*inputs)
-    want = _reference([x.astype(np.float64) for x in inputs], axes, table, flow=flow, flow_value=-1.0)
-    np.testing.assert_array_equal(got, want)
+    sf, inputs, want = _edge_case(flow, dtype)
+    np.testing.assert_array_equal(sf(*inputs), want)
 
 
 @pytest.mark.parametrize("sample", ["tt_events", "dy_events"])
@@ -344,6 +349,10 @@ def test_lookup_correction_and_smearing_on_cuda_match_cpu() -> None:
     np.testing.assert_array_equal(
         _flat(ak.to_backend(got, "cpu")), _flat(corr(jets.pt, abs(jets.eta), "down"))
     )
+    for flow, dtype in (("clamp", "float32"), ("fill", "float64")):
+        edge_sf, inputs, want = _edge_case(flow, dtype)
+        on_gpu = edge_sf(*(cupy.asarray(x) for x in inputs))
+        np.testing.assert_array_equal(cupy.asnumpy(on_gpu), want)
     index = ak.local_index(jets.pt)
     z_gpu = deterministic_normal(ak.to_backend(index, "cuda"), 17, name="jer")
     np.testing.assert_allclose(
