@@ -314,12 +314,15 @@ def scheduler():
         yield client
 
 
-def _start_worker(address: str, pythonpath: Path | None = None) -> subprocess.Popen[bytes]:
+def _start_worker(
+    address: str, pythonpath: Path | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stderr = log.open("wb") if log is not None else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 @pytest.mark.cluster
@@ -426,3 +429,30 @@ def test_tls_scheduler_with_certificates(tmp_path: Path, fileset: dict[str, list
         assert result.output["events"] == {"dy": 40}
         with pytest.raises(distproc.ConfigError, match="'tls_ca_file' is not set"):
             distproc.run(object(), fileset, cluster=options, progress=False, cache_dir=str(tmp_path))
+
+
+@pytest.mark.cluster
+def test_incompatible_worker_joining_later_is_turned_away(scheduler, tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    address = scheduler.scheduler.address
+    shim = _shim(tmp_path / "shim", {"distproc": "9999.0.0"})
+    workers = [_start_worker(address)]
+    try:
+        scheduler.wait_for_workers(1, timeout=60)
+        with open_client(scheduler) as client:
+            late = _start_worker(address, shim, log=tmp_path / "late.log")
+            workers.append(late)
+            assert late.wait(timeout=120) is not None  # the worker closed itself, and its nanny
+            log = (tmp_path / "late.log").read_text()
+            assert f"distproc 9999.0.0, client has distproc {version('distproc')} (needs ==" in log
+            workers.append(_start_worker(address))  # a compatible latecomer stays
+            client.wait_for_workers(2, timeout=60)
+            assert len(client.scheduler_info()["workers"]) == 2
+        # the guard leaves with distproc: a scheduler distproc no longer uses takes any worker
+        workers.append(_start_worker(address, shim))
+        scheduler.wait_for_workers(3, timeout=60)
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(30)

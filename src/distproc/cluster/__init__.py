@@ -68,8 +68,8 @@ def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[
     from distributed import Client
 
     if isinstance(cluster, Client):
-        check_worker_versions(cluster)
-        yield cluster
+        with _checked(cluster):
+            yield cluster
         return
     backend = _backend_for(cluster, workers)
     if backend is None:
@@ -78,6 +78,20 @@ def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[
             f"ClusterBackend or a distributed.Client; got {type(cluster).__name__}"
         )
         raise ConfigError(msg, key="cluster")
-    with backend.client() as client:
-        check_worker_versions(client)
+    with backend.client() as client, _checked(client):
         yield client
+
+
+@contextlib.contextmanager
+def _checked(client: Any) -> Iterator[None]:
+    """Check the connected workers' versions now, and those that join while open (VersionGuard)."""
+    from distproc.cluster.guard import VersionGuard
+
+    check_worker_versions(client)
+    guard = VersionGuard()
+    client.register_plugin(guard)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # the cluster may be gone already
+            client.unregister_worker_plugin(guard.name)

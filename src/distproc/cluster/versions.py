@@ -98,11 +98,27 @@ def _mismatches(
     return found
 
 
+def _problems(worker: str, versions: Any, mine: Mapping[str, str | None], exact: set[str]) -> list[str]:
+    """One line per incompatible package of *worker* (*versions* may be the exception it raised)."""
+    if isinstance(versions, BaseException):
+        return [f"  - worker {worker}: could not report versions: {versions!r}"]
+    lines = []
+    for name, worker_version, client_version in _mismatches(mine, versions, exact):
+        rule = "==" if name in exact else "same major.minor as"
+        shown = "not installed" if worker_version is None else worker_version
+        lines.append(
+            f"  - worker {worker}: {name} {shown}, client has {name} {client_version} "
+            f"(needs {rule} {client_version})"
+        )
+    return lines
+
+
 def check_worker_versions(client: Any, names: Iterable[str] = CHECKED_PACKAGES) -> dict[str, dict[str, Any]]:
     """Raise :class:`ClusterError` if a connected worker runs incompatible package versions.
 
     Every worker connected now is asked for :func:`package_versions` and compared with this process.
     Returns the worker versions (``{worker address: {package: version}}``) when all are compatible.
+    Workers that join later are checked by :class:`distproc.cluster.guard.VersionGuard`.
 
     Examples
     --------
@@ -115,18 +131,7 @@ def check_worker_versions(client: Any, names: Iterable[str] = CHECKED_PACKAGES) 
     mine = package_versions(names)
     theirs = client.run(package_versions, names, on_error="return")
     exact = _exact_pins()
-    problems = []
-    for worker, versions in sorted(theirs.items()):
-        if isinstance(versions, BaseException):
-            problems.append(f"  - worker {worker}: could not report versions: {versions!r}")
-            continue
-        for name, worker_version, client_version in _mismatches(mine, versions, exact):
-            rule = "==" if name in exact else "same major.minor as"
-            shown = "not installed" if worker_version is None else worker_version
-            problems.append(
-                f"  - worker {worker}: {name} {shown}, client has {name} {client_version} "
-                f"(needs {rule} {client_version})"
-            )
+    problems = [line for w, v in sorted(theirs.items()) for line in _problems(w, v, mine, exact)]
     if problems:
         msg = (
             f"{len(problems)} incompatible package version(s) on the cluster's workers:\n"
