@@ -1,8 +1,8 @@
 """CPU vs CUDA ONNX inference, with and without CuPy IO binding, for a model of about 0.7M parameters.
 
-One prepared script for a GPU machine (needs ``pip uninstall onnxruntime && pip install 'distproc[gpu]'``:
-onnxruntime-gpu and CuPy). It always runs the CPU part; without a usable GPU it prints why the GPU part is
-skipped and exits 0.
+One prepared script for a GPU machine (needs the ``gpu`` extra, CuPy and onnxruntime-gpu, with the CPU
+onnxruntime removed: README "GPU workers"). It always runs the CPU part; without a usable GPU it prints why
+the GPU part is skipped and exits 0.
 
 Model: MLP 16-480-480-480-480-1 (701k parameters), one row per jet of NanoAOD-like jagged events.
 Modes, each as rows/s and end-to-end time per chunk (awkward chunk in, jagged scores out):

@@ -7,8 +7,10 @@ never reaches a worker process.
 
 ``onnxruntime`` and ``cupy`` are imported inside the backends, when first used. Only one of the
 ``onnxruntime`` (CPU) and ``onnxruntime-gpu`` distributions may be installed in an environment at a time
-(both provide the ``onnxruntime`` module); the ``gpu`` extra installs ``cupy-cuda13x`` and
-``onnxruntime-gpu`` and is meant for an environment where ``pip uninstall onnxruntime`` was run first.
+(both write the ``onnxruntime`` module folder, and with both the CPU build can win). The ``gpu`` extra
+installs ``cupy-cuda13x`` and ``onnxruntime-gpu``; then ``pip uninstall -y onnxruntime`` (distproc's CPU
+default) and ``pip install --force-reinstall --no-deps onnxruntime-gpu`` (the uninstall removed shared
+files) leave the GPU build alone (README "GPU workers").
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ __all__ = (
 )
 
 _GPU_INSTALL_HINT = (
-    "Install the GPU runtime in place of the CPU one (only one of onnxruntime / onnxruntime-gpu may be "
-    "installed at a time):\n    pip uninstall -y onnxruntime && pip install 'distproc[gpu]'"
+    "Install the GPU runtime in place of the CPU one (onnxruntime and onnxruntime-gpu share the module "
+    "folder `onnxruntime/`, so only one may be installed):\n"
+    "    pip install 'distproc[gpu]'\n"
+    "    pip uninstall -y onnxruntime\n"
+    "    pip install --force-reinstall --no-deps onnxruntime-gpu"
 )
 
 # ONNX element types (as onnxruntime spells them) -> numpy dtypes.
@@ -65,7 +70,7 @@ def import_onnxruntime() -> Any:
         msg = (
             "onnxruntime is not installed in this process's environment.\n"
             "    pip install onnxruntime        (CPU)\n"
-            "    pip install 'distproc[gpu]'    (CUDA, after `pip uninstall onnxruntime`)"
+            "    pip install 'distproc[gpu]'    (CUDA; then see README 'GPU workers')"
         )
         raise BackendUnavailableError(msg) from err
     return onnxruntime
