@@ -99,7 +99,7 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)
     #: Where the fileset's relative paths resolve: the fileset file's directory, or ``base_dir``.
-    fileset_dir: Path | None = None
+    fileset_dir: Path = field(default_factory=Path.cwd)
 
 
 def _read_yaml(path: Path, what: str) -> Any:

@@ -129,7 +129,7 @@ def run_command(
             cfg.fileset,
             cluster=scheduler or cfg.cluster,
             workers=workers,
-            base_dir=str(cfg.fileset_dir or cfg.base_dir),
+            base_dir=str(cfg.fileset_dir),
             **options,
         )
         save(result, out_dir)
