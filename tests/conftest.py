@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from distproc.cluster import open_client
+
 pytest_plugins = ["services.fixtures"]  # slurm_cluster, xrootd_server (tests/services/fixtures.py)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,3 +38,10 @@ def nano_tt() -> Path:
 def physlite() -> Path:
     """ATLAS PHYSLITE sample (real data file)."""
     return _shared("PHYSLITE_example.root")
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster of 2 workers (distproc's ``local`` back-end), shared by one test module's tests."""
+    with open_client(workers=2) as c:
+        yield c

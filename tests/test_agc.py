@@ -14,7 +14,6 @@ import pytest
 import uproot
 
 import distproc
-from distproc.cluster import open_client
 from distproc.columns import read_columns, read_manifest, write_manifest
 from distproc.io import write_histograms
 from distproc.samples import AGC_PROCESSES, make_agc_samples, sample_fileset
@@ -34,12 +33,6 @@ def _module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def client():
-    with open_client(workers=2) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

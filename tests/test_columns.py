@@ -15,7 +15,6 @@ from click.testing import CliRunner
 import distproc
 from distproc import columns
 from distproc.cli.main import main
-from distproc.cluster import open_client
 from distproc.columns import (
     ColumnFile,
     ColumnFiles,
@@ -165,12 +164,6 @@ def test_docstring_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 # ---------------------------------------------------------------------------------------------------------
 # Through distproc.run on a real LocalCluster
-
-
-@pytest.fixture(scope="module")
-def client():
-    with open_client(workers=2) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

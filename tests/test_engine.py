@@ -11,19 +11,12 @@ import pytest
 import uproot
 
 import distproc
-from distproc.cluster import open_client
 from distproc.engine import build_graph
 from distproc.fileset import normalize_fileset
 from distproc.partitioning import plan_partitions
 
 PROCS = Path(__file__).parent / "procs" / "muon.py"
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def client():
-    with open_client(workers=2) as c:
-        yield c
 
 
 @pytest.fixture

@@ -48,12 +48,6 @@ def processor(**args):
 
 
 @pytest.fixture(scope="module")
-def client():
-    with open_client(workers=2) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def client1():
     with open_client(workers=1) as c:
         yield c
