@@ -441,6 +441,8 @@ def test_incompatible_worker_joining_later_is_turned_away(scheduler, tmp_path: P
     try:
         scheduler.wait_for_workers(1, timeout=60)
         with open_client(scheduler) as client:
+            with open_client(client):  # nested, as distproc.run(cluster=client) is: leaves the guard on
+                pass
             late = _start_worker(address, shim, log=tmp_path / "late.log")
             workers.append(late)
             assert late.wait(timeout=120) is not None  # the worker closed itself, and its nanny

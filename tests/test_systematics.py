@@ -808,7 +808,9 @@ def test_public_api_is_pinned_and_examples_run(monkeypatch: pytest.MonkeyPatch) 
         "ShapeVariation",
         "ShapeVariations",
         "Smear",
+        "Varied",
         "deterministic_normal",
+        "fill_varied",
         "load_correction_set",
         "merge_variation_outputs",
         "run_variations",
@@ -816,7 +818,18 @@ def test_public_api_is_pinned_and_examples_run(monkeypatch: pytest.MonkeyPatch) 
     )
     assert dir(systematics) == sorted(systematics.__all__)
     monkeypatch.chdir(REPO)  # examples read processors/data/corrections.json
-    modules = ["", "._arrays", "._errors", ".binned", ".correction", ".merge", ".rng", ".shape", ".weights"]
+    modules = [
+        "",
+        "._arrays",
+        "._errors",
+        ".binned",
+        ".correction",
+        ".merge",
+        ".rng",
+        ".shape",
+        ".varied",
+        ".weights",
+    ]
     for suffix in modules:
         module = importlib.import_module(f"distproc.systematics{suffix}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -27,7 +27,16 @@ from distproc.io import load, save
 from distproc.processor import Processor, load_processor
 from distproc.report import RunReport
 from distproc.samples import make_sample
-from distproc.systematics import BinnedLookup, Correction, Scale, ShapeVariations, Smear, weight_variations
+from distproc.systematics import (
+    BinnedLookup,
+    Correction,
+    Scale,
+    ShapeVariations,
+    Smear,
+    Varied,
+    fill_varied,
+    weight_variations,
+)
 
 __version__ = "0.1.0"
 
@@ -51,7 +60,9 @@ __all__ = (
     "ShapeVariations",
     "Smear",
     "SystematicsError",
+    "Varied",
     "__version__",
+    "fill_varied",
     "load",
     "load_config",
     "load_processor",

@@ -9,6 +9,7 @@ versions (see :mod:`distproc.cluster.versions`).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -88,10 +89,19 @@ def _checked(client: Any) -> Iterator[None]:
     from distproc.cluster.guard import VersionGuard
 
     check_worker_versions(client)
-    guard = VersionGuard()
-    client.register_plugin(guard)
+    outer = client not in _GUARDED  # a run on a client of an open open_client: the outer one guards
+    if outer:
+        guard = VersionGuard()
+        client.register_plugin(guard)
+        _GUARDED.add(client)
     try:
         yield
     finally:
-        with contextlib.suppress(Exception):  # the cluster may be gone already
-            client.unregister_worker_plugin(guard.name)
+        if outer:
+            _GUARDED.discard(client)
+            with contextlib.suppress(Exception):  # the cluster may be gone already
+                client.unregister_worker_plugin(guard.name)
+
+
+#: Clients with a VersionGuard registered by an open :func:`_checked` (nested ones leave it alone).
+_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()

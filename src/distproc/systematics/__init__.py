@@ -7,7 +7,10 @@
 * :class:`Scale`, :class:`Smear`, :class:`ShapeVariations` - varied copies of a collection (jet energy
   scale and resolution), with deterministic per-object smearing (:func:`deterministic_normal`);
 * :func:`run_variations` - run a fill function once per shape variation and merge the histograms along a
-  ``"variation"`` axis.
+  ``"variation"`` axis;
+* :class:`Varied`, :func:`fill_varied` - a quantity for the nominal and every variation at once
+  (``BinnedLookup.varied``), with selections, per-event sums and histogram filling done in one flat pass
+  per variation instead of awkward's jagged operations.
 
 Errors are :class:`~distproc.exceptions.SystematicsError` (a ``ValueError``) or one of the subclasses
 :class:`BinningError`, :class:`CorrectionNotFoundError`, :class:`InputsError` and
@@ -35,6 +38,7 @@ from distproc.systematics.correction import Correction, load_correction_set
 from distproc.systematics.merge import VARIATION_AXIS, merge_variation_outputs, run_variations
 from distproc.systematics.rng import deterministic_normal
 from distproc.systematics.shape import Scale, ShapeVariation, ShapeVariations, Smear
+from distproc.systematics.varied import Varied, fill_varied
 from distproc.systematics.weights import weight_variations
 
 __all__ = (
@@ -49,7 +53,9 @@ __all__ = (
     "ShapeVariation",
     "ShapeVariations",
     "Smear",
+    "Varied",
     "deterministic_normal",
+    "fill_varied",
     "load_correction_set",
     "merge_variation_outputs",
     "run_variations",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from distproc.exceptions import format_options
 from distproc.systematics._arrays import bind_inputs, check_numeric, map_flat
 from distproc.systematics._errors import BinningError, InputsError
+from distproc.systematics.varied import Varied, _Broadcast
 
 __all__ = ("BinnedLookup",)
 
@@ -214,8 +215,47 @@ class BinnedLookup:
             _LookupKernel(self, variation), bound, dtype="float64", label=f"binned-lookup-{self.name}"
         )
 
+    def varied(self, *args: Any, **named: Any) -> Varied:
+        """Evaluate every table (nominal and variations) at once: a :class:`~distproc.systematics.Varied`.
+
+        The bins are found once for all tables. The result's variation names are :attr:`variations`;
+        a :class:`~distproc.systematics.Varied` input adds its own names (the nominal table is used for
+        them, and the input's nominal for this lookup's variations), as RDataFrame's ``Vary`` combines
+        variations. Inputs are concrete CPU arrays, as for :class:`~distproc.systematics.Varied`.
+
+        Examples
+        --------
+        >>> import awkward as ak
+        >>> sf = BinnedLookup(edges=[0.0, 50.0, 100.0], values=[0.9, 1.1], variations={"sf_up": [1.0, 1.2]})
+        >>> pt = ak.Array([[10.0, 70.0], []])
+        >>> corrected = pt * sf.varied(pt)
+        >>> corrected.names, corrected.variation("sf_up").tolist()
+        (('nominal', 'sf_up'), [[10.0, 84.0], []])
+        """
+        owner = f"BinnedLookup {self.name!r}"
+        bound = bind_inputs(owner, self.inputs, args, named)
+        for n, value in zip(self.inputs, bound, strict=True):
+            check_numeric(value, f"{owner} input {n!r}")
+        inputs = _Broadcast(bound, f"{owner}.varied")
+        located = {}
+        for name in inputs.names:
+            arrays, keep = inputs.arrays(name)
+            where = self._locate(np, *arrays)
+            # every table takes from the same bins: one conversion to intp instead of one per take
+            located[name] = (where._replace(index=where.index.astype(np.intp, copy=False)), keep)
+        values: dict[str, np.ndarray] = {}
+        keeps = {}
+        for name in dict.fromkeys((*inputs.names, *self._tables)):
+            where, keeps[name] = located[name if name in located else "nominal"]
+            values[name] = self._take(np, name if name in self._tables else "nominal", where)
+        return Varied._make(inputs.target, values, keeps)
+
     def _evaluate_flat(self, xp: ModuleType, variation: str, *xs: Any) -> Any:
         """The kernel: bin lookup on flat ``xp`` arrays (or scalars)."""
+        return self._take(xp, variation, self._locate(xp, *xs))
+
+    def _locate(self, xp: ModuleType, *xs: Any) -> _Located:
+        """The bins of flat ``xp`` arrays (or scalars): what every table's lookup shares."""
         arrays = xp.broadcast_arrays(*(_as_float(xp, x) for x in xs))
         flat_index: Any = 0
         outside: Any = False
@@ -228,11 +268,15 @@ class BinnedLookup:
                 outside = outside | (x < edges[0]) | (x >= edges[-1])
             # N-D: a row-major index into the flattened table (uint8 per axis would overflow)
             flat_index = flat_index * nbins + index.astype(xp.intp) if len(self.edges) > 1 else index
-        out = xp.asarray(self._tables[variation]).reshape(-1)[flat_index]
+        return _Located(flat_index, outside, is_nan if bool(xp.any(is_nan)) else None)
+
+    def _take(self, xp: ModuleType, variation: str, where: _Located) -> Any:
+        """One table's values at located bins."""
+        out = xp.take(xp.asarray(self._tables[variation]).reshape(-1), where.index)
         if self.flow == "fill":
-            out = xp.where(outside, self.flow_value, out)
-        if bool(xp.any(is_nan)):
-            out = xp.where(is_nan, self.nan_value, out)
+            out = xp.where(where.outside, self.flow_value, out)
+        if where.nan is not None:
+            out = xp.where(where.nan, self.nan_value, out)
         return out
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
@@ -250,6 +294,14 @@ class BinnedLookup:
     def __repr__(self) -> str:
         axes = ", ".join(f"{n}: {len(e) - 1} bins" for n, e in zip(self.inputs, self.edges, strict=True))
         return f"BinnedLookup({self.name!r}, {axes}, variations={list(self._tables)}, flow={self.flow!r})"
+
+
+class _Located(NamedTuple):
+    """Where inputs fall in a lookup's table: flat bin index, under/overflow, NaN (None if none)."""
+
+    index: Any
+    outside: Any
+    nan: Any
 
 
 #: Up to this many bins an axis's bin index is a sum of comparisons (one vectorised pass per edge,

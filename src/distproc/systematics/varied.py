@@ -1,0 +1,627 @@
+"""Quantities under systematic variations, computed for the nominal and every variation in one pass.
+
+A :class:`Varied` holds one per-event or per-object quantity (one jagged level: jets, muons, ...) for the
+nominal and each named variation, as flat NumPy arrays on one shared event structure. Arithmetic,
+comparisons and NumPy ufuncs apply to every variation; ``x[mask]`` selects objects or events; ``ak.sum``,
+``ak.count``, ``ak.count_nonzero``, ``ak.num``, ``ak.any`` and ``ak.all`` with ``axis=1`` reduce the
+objects of each event; ``ak.where`` chooses elementwise; :func:`fill_varied` fills a histogram's
+``"variation"`` axis with every variation. Variations are combined as RDataFrame's ``Vary`` combines
+them: a name means the same variation everywhere (so two quantities varied under ``"jes_up"`` are
+varied together), and an operand that does not vary under a name contributes its nominal.
+
+Why: a selection written with awkward operations runs once per variation, and awkward's jagged
+operations (above all the jagged boolean mask ``pt[good]``) cost several times a flat NumPy pass. Here a
+selection is a boolean *keep mask* on the shared structure, never a new jagged array, and per-event sums
+are ``np.bincount`` over the objects' event numbers: the same numbers as the awkward code (sums are
+accumulated in float64, object by object in order) at a fraction of the cost (``benchmarks/README.md``).
+
+Operands line up by event and object as they were before any selection made on a :class:`Varied`:
+``ak.sum(pt[good], axis=1)`` has one value per event, ``ht[selected]`` keeps the events where
+``selected`` holds, and a later ``ht[selected] * events.genWeight`` pairs each kept event with its own
+weight. Unvaried operands are awkward arrays of the same structure (one number per event, or one list of
+numbers per event with the same counts), 1-D NumPy arrays of one number per event, or scalars.
+Everything runs on concrete CPU arrays (what ``process`` receives); missing values (option types),
+records and deeper nesting raise :class:`~distproc.exceptions.SystematicsError`: take one variation with
+:meth:`Varied.variation` for anything else.
+
+Examples
+--------
+>>> import awkward as ak
+>>> import hist
+>>> pt = ak.Array([[40.0, 20.0], [], [35.0, 31.0, 10.0]])
+>>> jes = Varied({"nominal": pt, "jes_up": 1.1 * pt, "jes_down": 0.9 * pt})
+>>> good = jes > 30.0
+>>> ak.sum(good, axis=1).variation("jes_down").tolist()
+[1, 0, 1]
+>>> ht = ak.sum(jes[good], axis=1)
+>>> h = hist.Hist.new.StrCat([], name="variation", growth=True).Reg(4, 0.0, 100.0, name="ht").Double()
+>>> _ = fill_varied(h, ht=ht[ak.sum(good, axis=1) >= 1])
+>>> h[{"variation": "nominal"}].values().tolist(), h[{"variation": "jes_down"}].values().tolist()
+([0.0, 1.0, 1.0, 0.0], [0.0, 2.0, 0.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import awkward as ak
+import numpy as np
+
+from distproc.exceptions import SystematicsError, format_options
+from distproc.systematics._arrays import is_dask
+
+__all__ = ("Varied", "fill_varied")
+
+#: Name of the categorical axis that holds the variation names (as in :mod:`distproc.systematics.merge`).
+_VARIATION_AXIS = "variation"
+
+
+class _Events:
+    """The structure Varied values live on: ``length`` events and, for per-object values, the offsets."""
+
+    __slots__ = ("_event_index", "_per_event", "counts", "length", "offsets")
+
+    def __init__(self, length: int, offsets: np.ndarray | None = None) -> None:
+        self.length = length
+        self.offsets = offsets
+        self.counts = None if offsets is None else np.diff(offsets)
+        self._event_index: np.ndarray | None = None
+        self._per_event: _Events | None = None
+
+    @property
+    def jagged(self) -> bool:
+        return self.offsets is not None
+
+    @property
+    def size(self) -> int:
+        """Number of values: objects if jagged, else events."""
+        return self.length if self.offsets is None else int(self.offsets[-1])
+
+    def event_index(self) -> np.ndarray:
+        """The event number of every object (computed once)."""
+        if self._event_index is None:
+            self._event_index = np.repeat(np.arange(self.length, dtype=np.intp), self.counts)
+        return self._event_index
+
+    def per_event(self) -> _Events:
+        """The one-value-per-event structure of the same events (one object, so it compares cheaply)."""
+        if self._per_event is None:
+            self._per_event = _Events(self.length)
+        return self._per_event
+
+    def same(self, other: _Events) -> bool:
+        if self is other:
+            return True
+        if self.length != other.length or self.jagged != other.jagged:
+            return False
+        return self.offsets is None or np.array_equal(self.offsets, other.offsets)
+
+    def describe(self) -> str:
+        return f"{self.length} events x var (lists)" if self.jagged else f"{self.length} events"
+
+
+class _Keep(NamedTuple):
+    """Selections made so far: events kept (one bool per event) and objects kept (one per object)."""
+
+    events: np.ndarray | None = None
+    objects: np.ndarray | None = None
+
+
+_ALL = _Keep()
+
+
+def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None or a is b:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+def _combine(a: _Keep, b: _Keep) -> _Keep:
+    if b is _ALL or a is b:
+        return a
+    if a is _ALL:
+        return b
+    return _Keep(_and(a.events, b.events), _and(a.objects, b.objects))
+
+
+class _Fixed(NamedTuple):
+    """An unvaried array operand: the same values under every variation name."""
+
+    events: _Events
+    values: np.ndarray
+
+
+def _materialized(data: Any) -> np.ndarray:
+    materialize = getattr(data, "materialize", None)  # VirtualNDArray (NanoEvents virtual mode)
+    return np.asarray(data if materialize is None else materialize())
+
+
+def _unsupported(x: Any, what: str, why: str) -> SystematicsError:
+    return SystematicsError(
+        f"{what}: {why}. Varied quantities combine with numbers, 1-D NumPy arrays and awkward arrays of "
+        f"numbers with at most one jagged level and no missing values; got {x!r:.200}"
+    )
+
+
+def _from_awkward(x: ak.Array, what: str) -> _Fixed:
+    backend = ak.backend(x)
+    if backend != "cpu":
+        raise _unsupported(x, what, f"the array is on the {backend!r} backend, Varied runs on CPU arrays")
+    layout = x.layout
+    if isinstance(layout, ak.contents.NumpyArray) and len(layout.inner_shape) == 0:
+        values = _materialized(layout.data)
+        return _Fixed(_Events(len(values)), values)
+    if isinstance(layout, (ak.contents.ListOffsetArray, ak.contents.ListArray, ak.contents.RegularArray)):
+        layout = layout.to_ListOffsetArray64(False)
+        content = layout.content
+        if (
+            isinstance(content, ak.contents.NumpyArray)
+            and len(content.inner_shape) == 0
+            and layout.parameter("__array__") not in ("string", "bytestring")
+        ):
+            offsets = _materialized(layout.offsets.data).astype(np.int64, copy=False)
+            values = _materialized(content.data)[offsets[0] : offsets[-1]]
+            if offsets[0] != 0:
+                offsets = offsets - offsets[0]
+            return _Fixed(_Events(len(offsets) - 1, offsets), values)
+    raise _unsupported(x, what, f"type {x.type} is not supported")
+
+
+def _operand(x: Any, what: str) -> Varied | _Fixed | Any:
+    """*x* as a :class:`Varied`, a :class:`_Fixed` array or a NumPy scalar."""
+    if isinstance(x, Varied):
+        return x
+    if isinstance(x, (bool, numbers.Number, np.generic)):
+        return x
+    if isinstance(x, np.ndarray):
+        if x.ndim == 0:
+            return x[()]
+        if x.ndim != 1 or x.dtype.kind not in "biuf":
+            raise _unsupported(x, what, f"a NumPy array of shape {x.shape} and dtype {x.dtype}")
+        return _Fixed(_Events(len(x)), x)
+    if isinstance(x, ak.Array):
+        return _from_awkward(x, what)
+    if is_dask(x):
+        raise _unsupported(
+            x, what, "a dask-awkward array; use Varied inside process(), on its concrete events"
+        )
+    raise _unsupported(x, what, f"a {type(x).__name__}")
+
+
+def _names(operands: Iterable[Any]) -> tuple[str, ...]:
+    """Variation names of the Varied operands, in order of appearance, ``"nominal"`` first."""
+    names = {"nominal": None}
+    for op in operands:
+        if isinstance(op, Varied):
+            names.update(dict.fromkeys(op._values))
+    return tuple(names)
+
+
+def _target(operands: Sequence[Any], what: str) -> _Events:
+    """The common structure: the jagged one if any operand is jagged; all must agree on the events."""
+    structures = [op.events if isinstance(op, _Fixed) else op._events for op in operands if _is_array(op)]
+    if not structures:
+        msg = f"{what}: needs at least one Varied or array operand"
+        raise SystematicsError(msg)
+    target = next((s for s in structures if s.jagged), structures[0])
+    for s in structures:
+        if s.length != target.length or (s.jagged and not s.same(target)):
+            msg = (
+                f"{what}: operands have different structures ({s.describe()} against {target.describe()}); "
+                "Varied operands line up by event and object, so they must come from the same events "
+                "and collection"
+            )
+            raise SystematicsError(msg)
+    return target
+
+
+def _is_array(op: Any) -> bool:
+    return isinstance(op, (Varied, _Fixed))
+
+
+class _Broadcast:
+    """Operands put on one structure, variation by variation (what every operation starts from)."""
+
+    def __init__(self, inputs: Sequence[Any], what: str) -> None:
+        self.operands = [_operand(x, what) for x in inputs]
+        self.target = _target(self.operands, what)
+        self.names = _names(self.operands)
+        self._expanded: dict[int, np.ndarray] = {}
+
+    def _expand(self, values: np.ndarray, events: _Events) -> np.ndarray:
+        """Per-event *values* on the target's objects (jagged target), cached per array."""
+        if events.jagged or not self.target.jagged:
+            return values
+        key = id(values)
+        if key not in self._expanded:
+            self._expanded[key] = np.repeat(values, self.target.counts)
+        return self._expanded[key]
+
+    @staticmethod
+    def raw(op: Any, name: str) -> tuple[Any, _Keep]:
+        """One operand's values under variation *name* (its nominal if it does not vary under it)."""
+        if isinstance(op, Varied):
+            key = name if name in op._values else "nominal"
+            return op._values[key], op._keep[key]
+        if isinstance(op, _Fixed):
+            return op.values, _ALL
+        return op, _ALL
+
+    def arrays(self, name: str) -> tuple[list[Any], _Keep]:
+        """The operands' flat values under variation *name* on the target structure, and what is kept."""
+        arrays: list[Any] = []
+        keep = _ALL
+        for op in self.operands:
+            values, kept = self.raw(op, name)
+            if _is_array(op):
+                values = self._expand(values, op.events if isinstance(op, _Fixed) else op._events)
+            arrays.append(values)
+            keep = _combine(keep, kept)
+        return arrays, keep
+
+
+def _apply(fn: Callable[..., Any], inputs: Sequence[Any], what: str) -> Varied:
+    """``fn(*flat_arrays)`` for every variation name: an elementwise operation."""
+    b = _Broadcast(inputs, what)
+    values: dict[str, np.ndarray] = {}
+    keeps: dict[str, _Keep] = {}
+    for name in b.names:
+        arrays, keeps[name] = b.arrays(name)
+        values[name] = np.asarray(fn(*arrays))
+    return Varied._make(b.target, values, keeps)
+
+
+class _UfuncHook:
+    """``__array_ufunc__`` that NumPy finds (on the class) but awkward's operators do not (on instances).
+
+    NumPy looks ``__array_ufunc__`` up on the type, so ``np.sqrt(varied)`` and ``ndarray * varied`` come
+    here. awkward's ``ak.Array.__mul__`` looks it up on the instance, sees ``None`` and returns
+    ``NotImplemented``, so Python calls ``Varied.__rmul__`` instead of awkward failing on an unknown type.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        return self.fn if instance is None else None
+
+
+def _segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Exact per-event sum of integer or boolean *values* (cumulative sum difference, int64)."""
+    total = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(values, dtype=np.int64, out=total[1:])
+    return total[offsets[1:]] - total[offsets[:-1]]
+
+
+def _reducer(kind: str) -> Callable[[np.ndarray, np.ndarray | None, _Events], np.ndarray]:
+    def count(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
+        return events.counts.astype(np.int64) if keep is None else _segment_sum(keep, events.offsets)
+
+    def nonzero(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
+        return _segment_sum(v != 0 if keep is None else (v != 0) & keep, events.offsets)
+
+    def total(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
+        if v.dtype.kind in "biu":
+            return _segment_sum(v if keep is None else np.where(keep, v, 0), events.offsets)
+        if keep is not None:
+            # v * keep is 5x faster than np.where and the same where v is finite (x * 0 is +-0.0,
+            # and adding +-0.0 leaves a sum unchanged); inf * 0 and nan * 0 are nan, so those need where
+            v = v * keep if np.isfinite(v).all() else np.where(keep, v, 0.0)
+        return np.bincount(events.event_index(), weights=v, minlength=events.length)
+
+    def any_(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
+        return nonzero(v, keep, events) > 0
+
+    def all_(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
+        zero = v == 0
+        return _segment_sum(zero if keep is None else zero & keep, events.offsets) == 0
+
+    return {"sum": total, "count": count, "num": count, "count_nonzero": nonzero, "any": any_, "all": all_}[
+        kind
+    ]
+
+
+#: The awkward reductions a Varied implements (``__awkward_function__``), over ``axis=1``.
+_REDUCTIONS = ("sum", "count", "count_nonzero", "num", "any", "all")
+
+
+class Varied:
+    """One per-event or per-object quantity for the nominal and every named variation.
+
+    Build one from arrays of the same structure (``"nominal"`` is required), or get one from
+    :meth:`BinnedLookup.varied <distproc.systematics.BinnedLookup.varied>` (every table of a lookup at
+    once). Then compute with it as with an awkward array: operators and NumPy ufuncs, ``x[mask]``,
+    ``ak.sum``/``ak.count``/``ak.count_nonzero``/``ak.num``/``ak.any``/``ak.all`` with ``axis=1``,
+    ``ak.where``; fill histograms with :func:`fill_varied`; take one variation as an awkward array with
+    :meth:`variation`. See the module documentation for how operands line up and combine.
+
+    Parameters
+    ----------
+    variations
+        ``{"nominal": array, "<name>": array, ...}``: awkward arrays (one number per event, or one list of
+        numbers per event, all with the same counts) or 1-D NumPy arrays of one length.
+
+    Raises
+    ------
+    SystematicsError
+        No ``"nominal"``, arrays of different structures, or an unsupported array type.
+
+    Examples
+    --------
+    >>> import awkward as ak
+    >>> pt = ak.Array([[50.0, 20.0], [30.0]])
+    >>> jes = Varied({"nominal": pt, "jes_up": pt * 1.1})
+    >>> btag = Varied({"nominal": ak.Array([[1.0, 1.0], [1.0]]), "btag_up": ak.Array([[2.0, 1.0], [1.0]])})
+    >>> w = jes * btag
+    >>> w.names
+    ('nominal', 'jes_up', 'btag_up')
+    >>> w.variation("btag_up").tolist()
+    [[100.0, 20.0], [30.0]]
+    >>> ak.sum(jes[jes > 25.0], axis=1).variation("jes_up").tolist()
+    [55.00000000000001, 33.0]
+    """
+
+    __slots__ = ("_events", "_keep", "_values")
+
+    def __init__(self, variations: Mapping[str, Any]) -> None:
+        if not isinstance(variations, Mapping) or "nominal" not in variations:
+            keys = list(variations) if isinstance(variations, Mapping) else []
+            msg = (
+                "Varied needs a mapping of variation name to array that includes 'nominal'. "
+                f"{format_options('nominal', keys, 'names')}"
+            )
+            raise SystematicsError(msg)
+        operands = {str(k): _operand(v, f"Varied variation {k!r}") for k, v in variations.items()}
+        for key, op in operands.items():
+            if not isinstance(op, _Fixed):
+                msg = f"Varied variation {key!r} must be an array (awkward or 1-D NumPy), got {op!r:.100}"
+                raise SystematicsError(msg)
+        self._events = _target(list(operands.values()), "Varied")
+        self._values = {k: op.values for k, op in operands.items()}
+        self._keep = dict.fromkeys(operands, _ALL)
+
+    @classmethod
+    def _make(cls, events: _Events, values: dict[str, np.ndarray], keeps: dict[str, _Keep]) -> Varied:
+        out = cls.__new__(cls)
+        out._events, out._values, out._keep = events, values, keeps
+        return out
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The variation names, ``"nominal"`` first."""
+        return tuple(self._values)
+
+    def variation(self, name: str) -> ak.Array:
+        """One variation as an awkward array, with the selections made so far applied.
+
+        Examples
+        --------
+        >>> import awkward as ak
+        >>> x = Varied({"nominal": ak.Array([[1.0, 5.0], [7.0]]), "up": ak.Array([[2.0, 6.0], [8.0]])})
+        >>> x[x > 1.5].variation("nominal").tolist()
+        [[5.0], [7.0]]
+        """
+        if name not in self._values:
+            msg = f"Varied has no variation {name!r}. {format_options(name, self._values, 'variations')}"
+            raise SystematicsError(msg)
+        values, keep = self._values[name], self._keep[name]
+        events = self._events
+        if not events.jagged:
+            return ak.Array(values if keep.events is None else values[keep.events])
+        counts = events.counts
+        if keep.objects is not None:
+            values = values[keep.objects]
+            counts = _segment_sum(keep.objects, events.offsets)
+        out = ak.unflatten(values, counts)
+        return out if keep.events is None else out[keep.events]
+
+    def __getitem__(self, where: Any) -> Varied:
+        """Select events (a boolean per event) or objects (a boolean per object) in every variation."""
+        if isinstance(where, str):
+            msg = f"Varied[{where!r}]: to take one variation as an awkward array use .variation({where!r})"
+            raise SystematicsError(msg)
+        b = _Broadcast([self, where], "Varied selection")
+        mask_op = b.operands[1]
+        mask_events = mask_op.events if isinstance(mask_op, _Fixed) else mask_op._events
+        if mask_events.jagged and not self._events.jagged:
+            msg = (
+                "Varied selection: a mask with one list per event cannot select one value per event; "
+                "reduce it first, e.g. ak.any(mask, axis=1)"
+            )
+            raise SystematicsError(msg)
+        values: dict[str, np.ndarray] = {}
+        keeps: dict[str, _Keep] = {}
+        for name in b.names:
+            values[name], keep = b.raw(self, name)
+            mask, mask_keep = b.raw(mask_op, name)
+            if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+                msg = (
+                    f"Varied selection: the mask must be boolean, got {getattr(mask, 'dtype', type(mask))}; "
+                    "for other indexing take one variation with .variation(name)"
+                )
+                raise SystematicsError(msg)
+            new = _Keep(objects=mask) if mask_events.jagged else _Keep(events=mask)
+            keeps[name] = _combine(_combine(keep, mask_keep), new)
+        return Varied._make(self._events, values, keeps)
+
+    def _reduce(self, kind: str, axis: Any, options: Mapping[str, Any]) -> Varied:
+        what = f"ak.{kind} on a Varied"
+        if axis not in (1, -1) or not self._events.jagged:
+            msg = (
+                f"{what}: only axis=1 (or -1) of a per-object quantity is supported (one value per event), "
+                f"got axis={axis!r} on {self._events.describe()}; take one variation with .variation(name) "
+                "for other reductions"
+            )
+            raise SystematicsError(msg)
+        defaults = {
+            "keepdims": False,
+            "mask_identity": False,
+            "highlevel": True,
+            "behavior": None,
+            "attrs": None,
+        }
+        bad = {k: v for k, v in options.items() if k not in defaults or v != defaults[k]}
+        if bad:
+            msg = f"{what}: options {sorted(bad)} are not supported"
+            raise SystematicsError(msg)
+        reduce = _reducer(kind)
+        events = self._events
+        values = {name: reduce(v, self._keep[name].objects, events) for name, v in self._values.items()}
+        keeps = {name: _Keep(events=keep.events) for name, keep in self._keep.items()}
+        return Varied._make(events.per_event(), values, keeps)
+
+    def __awkward_function__(
+        self, func: Callable[..., Any], array_likes: Sequence[Any], args: tuple, kwargs: dict[str, Any]
+    ) -> Any:
+        name = getattr(func, "__name__", "")
+        if name in _REDUCTIONS and func is getattr(ak, name):
+            array = args[0] if args else kwargs.pop("array")
+            axis = args[1] if len(args) > 1 else kwargs.pop("axis", None if name != "num" else 1)
+            if not isinstance(array, Varied):
+                msg = f"ak.{name}: the array is not the Varied (got {type(array).__name__})"
+                raise SystematicsError(msg)
+            return array._reduce(name, axis, kwargs)
+        if name == "where" and func is ak.where:
+            if len(args) != 3 or kwargs:
+                msg = "ak.where with a Varied takes exactly (condition, x, y)"
+                raise SystematicsError(msg)
+            return _apply(np.where, args, "ak.where")
+        supported = ", ".join(f"ak.{n}" for n in (*_REDUCTIONS, "where"))
+        msg = (
+            f"ak.{name} is not supported on a Varied (supported: {supported}, operators and NumPy ufuncs); "
+            "take one variation as an awkward array with .variation(name)"
+        )
+        raise SystematicsError(msg)
+
+    def _ufunc(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if method != "__call__" or kwargs:
+            return NotImplemented
+        return _apply(ufunc, inputs, f"np.{ufunc.__name__}")
+
+    __array_ufunc__ = _UfuncHook(_ufunc)
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        msg = (
+            "a Varied holds several arrays (one per variation) and cannot become one NumPy array; fill "
+            "histograms with distproc.systematics.fill_varied, or take one with .variation(name)"
+        )
+        raise TypeError(msg)
+
+    def __abs__(self) -> Varied:
+        return _apply(np.absolute, [self], "abs")
+
+    def __neg__(self) -> Varied:
+        return _apply(np.negative, [self], "-")
+
+    def __invert__(self) -> Varied:
+        return _apply(np.invert, [self], "~")
+
+    def __repr__(self) -> str:
+        dtype = self._values["nominal"].dtype
+        kind = (
+            f"{self._events.length} * var * {dtype}"
+            if self._events.jagged
+            else f"{self._events.length} * {dtype}"
+        )
+        selected = " (selected)" if any(k is not _ALL for k in self._keep.values()) else ""
+        return f"<Varied {list(self._values)} of {kind}{selected}>"
+
+
+def _operator(ufunc: np.ufunc, symbol: str) -> tuple[Callable[..., Varied], Callable[..., Varied]]:
+    def forward(self: Varied, other: Any) -> Varied:
+        return _apply(ufunc, [self, other], symbol)
+
+    def reflected(self: Varied, other: Any) -> Varied:
+        return _apply(ufunc, [other, self], symbol)
+
+    return forward, reflected
+
+
+for _name, _ufunc, _symbol in (
+    ("add", np.add, "+"),
+    ("sub", np.subtract, "-"),
+    ("mul", np.multiply, "*"),
+    ("truediv", np.true_divide, "/"),
+    ("floordiv", np.floor_divide, "//"),
+    ("mod", np.remainder, "%"),
+    ("pow", np.power, "**"),
+    ("and", np.bitwise_and, "&"),
+    ("or", np.bitwise_or, "|"),
+    ("xor", np.bitwise_xor, "^"),
+):
+    _forward, _reflected = _operator(_ufunc, _symbol)
+    setattr(Varied, f"__{_name}__", _forward)
+    setattr(Varied, f"__r{_name}__", _reflected)
+for _name, _ufunc, _symbol in (
+    ("lt", np.less, "<"),
+    ("le", np.less_equal, "<="),
+    ("gt", np.greater, ">"),
+    ("ge", np.greater_equal, ">="),
+    ("eq", np.equal, "=="),
+    ("ne", np.not_equal, "!="),
+):
+    setattr(Varied, f"__{_name}__", _operator(_ufunc, _symbol)[0])
+Varied.__hash__ = None  # type: ignore[assignment]  # == is elementwise
+
+
+def fill_varied(histogram: Any, /, **fields: Any) -> Any:
+    """Fill *histogram* once per variation, with the variation's name on its ``"variation"`` axis.
+
+    Every field (``hist`` axis names, ``weight=``, ``sample=``) may be a :class:`Varied`, an unvaried
+    array of the same events, a number or a string (a categorical value such as a dataset name). The
+    arrays are put on one structure (a per-event weight meets every object of its event when another
+    field is per-object), the selections made on the Varied fields apply to all of them, and per-object
+    fields are flattened. Variation names come from the Varied fields; a histogram without a
+    ``"variation"`` axis can only take a single (nominal) one.
+
+    Returns
+    -------
+    The histogram (filled in place), so that calls chain.
+
+    Raises
+    ------
+    SystematicsError
+        ``variation=`` given (it is filled automatically), several variations and no ``"variation"``
+        axis, or fields that do not line up.
+
+    Examples
+    --------
+    >>> import awkward as ak
+    >>> import hist
+    >>> ht = Varied({"nominal": ak.Array([100.0, 250.0]), "jes_up": ak.Array([110.0, 275.0])})
+    >>> weight = ak.Array([0.5, 2.0])
+    >>> h = hist.Hist.new.StrCat(["nominal", "jes_up"], name="variation").Reg(3, 0, 300, name="ht").Weight()
+    >>> _ = fill_varied(h, ht=ht[ht > 120.0], weight=weight)
+    >>> h[{"variation": "jes_up"}].values().tolist()
+    [0.0, 0.0, 2.0]
+    """
+    if _VARIATION_AXIS in fields:
+        msg = f"fill_varied fills the {_VARIATION_AXIS!r} axis itself; do not pass {_VARIATION_AXIS}="
+        raise SystematicsError(msg)
+    passed = {k: v for k, v in fields.items() if isinstance(v, str)}
+    arrays = {k: v for k, v in fields.items() if k not in passed}
+    b = _Broadcast(list(arrays.values()), "fill_varied")
+    axes = [axis.name for axis in getattr(histogram, "axes", ())]
+    has_axis = _VARIATION_AXIS in axes
+    if not has_axis and len(b.names) > 1:
+        msg = (
+            f"fill_varied: the histogram has no {_VARIATION_AXIS!r} axis for the variations {list(b.names)}; "
+            f"add one, e.g. hist.Hist.new.StrCat([], name={_VARIATION_AXIS!r}, growth=True)... "
+            f"(its axes: {axes})"
+        )
+        raise SystematicsError(msg)
+    target = b.target
+    for name in b.names:
+        values, keep = b.arrays(name)
+        selected = keep.objects
+        if keep.events is not None:
+            events = np.repeat(keep.events, target.counts) if target.jagged else keep.events
+            selected = _and(selected, events)
+        chosen = [v[selected] if selected is not None and isinstance(v, np.ndarray) else v for v in values]
+        extra = {_VARIATION_AXIS: name} if has_axis else {}
+        histogram.fill(**extra, **passed, **dict(zip(arrays, chosen, strict=True)))
+    return histogram
