@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import awkward as ak
@@ -158,3 +159,53 @@ def test_save_and_load_round_trip(client, fileset, tmp_path):
             np.testing.assert_allclose(th1.values(), h.values())
             np.testing.assert_allclose(th1.variances(), h.variances())
         assert "muon_pt" in f["_index"]
+
+
+@pytest.mark.parametrize(
+    ("sample", "tree", "schema"),
+    [
+        ("nano_dy", "Events", "nanoaod"),
+        ("nano_tt", "Events", "nanoaod"),
+        ("physlite", "CollectionTree", "physlite"),
+    ],
+)
+def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
+    """partition_events builds NanoEvents with a schema cached per file: the same events as coffea's
+    from_root for every partition, with each dataset's own metadata."""
+    from coffea.nanoevents import NanoEventsFactory
+
+    from distproc.reading import partition_events, schema_class
+
+    path = str(request.getfixturevalue(sample))
+    file = uproot.open(path)
+    n = file[tree].num_entries
+    ranges = [(0, n // 2), (n // 2, n), (0, n // 2)]
+    for (start, stop), dataset in zip(ranges, ["a", "b", "b"], strict=True):
+        with warnings.catch_warnings():  # the files' dropped cross-references, uninterpretable branches
+            warnings.simplefilter("ignore")
+            events, _ = partition_events(
+                path, tree, start, stop, schema=schema, metadata={"dataset": dataset}, file=file
+            )
+            ref = NanoEventsFactory.from_root(
+                file,
+                treepath=tree,
+                entry_start=start,
+                entry_stop=stop,
+                schemaclass=schema_class(schema),
+                metadata={"dataset": dataset},
+                mode="virtual",
+            ).events()
+        assert events.metadata == ref.metadata
+        assert events.metadata["dataset"] == dataset
+        assert str(events.type) == str(ref.type)
+        compared = 0
+        for field in ref.fields:
+            try:
+                want = ak.materialize(ref[field])
+            except ValueError as err:  # coffea's own behaviours refuse a few PHYSLITE collections
+                with pytest.raises(type(err)):
+                    ak.materialize(events[field])
+                continue
+            assert ak.array_equal(ak.materialize(events[field]), want, equal_nan=True), field
+            compared += 1
+        assert compared >= len(ref.fields) // 2

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -217,21 +220,82 @@ def partition_events(
     *file*, the file a previous call returned for the same *path*, is read again instead of reopening
     *path*: its tree's metadata is then not read and parsed again.
     """
-    from coffea.nanoevents import NanoEventsFactory
-
     schema_cls = schema_class(schema)
     if file is None:
         file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
     with warnings.catch_warnings():
         for message in _SCHEMA_NOISE:
             warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
-        events = NanoEventsFactory.from_root(
-            file,
-            treepath=treename,
-            entry_start=entry_start,
-            entry_stop=entry_stop,
-            schemaclass=schema_cls,
-            metadata=metadata,
-            mode="virtual",
-        ).events()
+        events = _virtual_events(file, treename, entry_start, entry_stop, schema_cls, metadata)
     return events, file
+
+
+#: NanoEvents schemas by (file UUID, tree path, schema class, metadata), most recently used last; per
+#: process. A schema is built from the tree's base form (every interpretable branch's awkward form) and
+#: does not depend on the entry range.
+_SCHEMAS: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
+_SCHEMAS_LOCK = threading.Lock()
+_MAX_SCHEMAS = 16
+
+
+def _schema(tree: Any, schema_cls: type, metadata: Any) -> Any:
+    """The NanoEvents schema of *tree*, built once per file, schema and metadata.
+
+    Building it walks every branch of the tree and then builds the collections: for a real NanoAOD
+    file (1500 branches) that was more than half of the cost of a partition's NanoEvents, and the same
+    for every partition of the file (figures in benchmarks/README.md).
+    """
+    from coffea.nanoevents.mapping import UprootSourceMapping
+
+    key = (
+        str(tree.file.uuid),
+        tree.object_path,
+        f"{schema_cls.__module__}.{schema_cls.__qualname__}",
+        json.dumps(metadata, sort_keys=True, default=repr),
+    )
+    with _SCHEMAS_LOCK:
+        schema = _SCHEMAS.get(key)
+        if schema is not None:
+            _SCHEMAS.move_to_end(key)
+            return schema
+    base_form = UprootSourceMapping._extract_base_form(tree)
+    base_form["typenames"] = tree.typenames()
+    if metadata is not None:
+        base_form["parameters"]["metadata"] = metadata
+    schema = schema_cls(base_form)
+    with _SCHEMAS_LOCK:
+        _SCHEMAS[key] = schema
+        while len(_SCHEMAS) > _MAX_SCHEMAS:
+            _SCHEMAS.popitem(last=False)
+    return schema
+
+
+def _virtual_events(
+    file: Any, treename: str, entry_start: int, entry_stop: int, schema_cls: type, metadata: Any
+) -> Any:
+    """``NanoEventsFactory.from_root(file, mode="virtual", ...).events()`` with the schema cached.
+
+    This is coffea's own virtual-mode path (coffea is pinned exactly; tests/test_engine.py checks that
+    the events equal ``from_root``'s), except that the schema comes from :func:`_schema`.
+    """
+    from coffea.nanoevents import NanoEventsFactory
+    from coffea.nanoevents.mapping import UprootSourceMapping
+    from coffea.nanoevents.mapping.uproot import TrivialUprootOpener
+    from coffea.nanoevents.util import tuple_to_key
+
+    tree = file[treename]
+    entry_start = max(entry_start, 0)
+    entry_stop = min(entry_stop, tree.num_entries)
+    partition_key = (str(tree.file.uuid), tree.object_path, f"{entry_start}-{entry_stop}")
+    mapping = UprootSourceMapping(
+        TrivialUprootOpener({partition_key[0]: tree.file.file_path}, {}),
+        entry_start,
+        entry_stop,
+        cache={},
+        file_handle=file,
+        use_ak_forth=True,
+        virtual=True,
+    )
+    mapping.preload_column_source(partition_key[0], partition_key[1], tree)
+    schema = _schema(tree, schema_cls, metadata)
+    return NanoEventsFactory(schema, mapping, tuple_to_key(partition_key), mode="virtual").events()
