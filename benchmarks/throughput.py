@@ -118,7 +118,8 @@ class DistprocHT(distproc.Processor):
 
     def process(self, events):
         jets = events.Jet
-        pt = jets.pt * self.jet_sf.varied(jets.pt)
+        pt = jets.pt
+        pt = pt * self.jet_sf.varied(pt)
         good = (pt > 25) & (abs(jets.eta) < 2.4)
         selected = ak.sum(good, axis=1) >= 4
         ht = ak.sum(pt[good], axis=1)
