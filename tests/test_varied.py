@@ -272,3 +272,17 @@ def test_engine_varied_equals_awkward_on_generated_sample(client, tmp_path):
 def test_engine_varied_equals_awkward_on_cms_nanoaod(client, nano_tt, tmp_path):
     outputs = run_both(client, [nano_tt], tmp_path, chunksize=10_000)
     assert outputs["VariedJets"]["ht"].sum().value > 0
+
+
+def test_sliced_and_indexed_awkward_inputs(arrays):
+    """Inputs whose layouts start mid-buffer (slices) or are ListArrays (after an event selection)."""
+    pt, eta, weight = arrays
+    keep = ak.to_numpy(weight) > 1.0
+    for p, e, w in ((pt[10:], eta[10:], weight[10:]), (pt[keep], eta[keep], weight[keep])):
+        x = Varied({"nominal": p, "up": p * 2})
+        good = (x > 30.0) & (abs(e) < 2.4)
+        ht = ak.sum(x[good], axis=1) * w
+        for name, f in (("nominal", 1), ("up", 2)):
+            q = p * f
+            g = (q > 30.0) & (abs(e) < 2.4)
+            same(ht.variation(name), ak.sum(ak.values_astype(q, np.float64)[g], axis=1) * w)
