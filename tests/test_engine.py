@@ -171,9 +171,11 @@ def test_save_and_load_round_trip(client, fileset, tmp_path):
 )
 def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
     """partition_events builds NanoEvents with a schema cached per file: the same events as coffea's
-    from_root for every partition, with each dataset's own metadata."""
+    from_root for every partition, each with its own metadata (which names the partition), and one
+    schema built for all of them."""
     from coffea.nanoevents import NanoEventsFactory
 
+    from distproc import reading
     from distproc.reading import partition_events, schema_class
 
     path = str(request.getfixturevalue(sample))
@@ -183,20 +185,19 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
     for (start, stop), dataset in zip(ranges, ["a", "b", "b"], strict=True):
         with warnings.catch_warnings():  # the files' dropped cross-references, uninterpretable branches
             warnings.simplefilter("ignore")
-            events, _ = partition_events(
-                path, tree, start, stop, schema=schema, metadata={"dataset": dataset}, file=file
-            )
+            metadata = {"dataset": dataset, "entrystart": start, "entrystop": stop}
+            events, _ = partition_events(path, tree, start, stop, schema=schema, metadata=metadata, file=file)
             ref = NanoEventsFactory.from_root(
                 file,
                 treepath=tree,
                 entry_start=start,
                 entry_stop=stop,
                 schemaclass=schema_class(schema),
-                metadata={"dataset": dataset},
+                metadata=dict(metadata),
                 mode="virtual",
             ).events()
         assert events.metadata == ref.metadata
-        assert events.metadata["dataset"] == dataset
+        assert (events.metadata["dataset"], events.metadata["entrystart"]) == (dataset, start)
         assert str(events.type) == str(ref.type)
         compared = 0
         for field in ref.fields:
@@ -209,3 +210,5 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
             assert ak.array_equal(ak.materialize(events[field]), want, equal_nan=True), field
             compared += 1
         assert compared >= len(ref.fields) // 2
+    uuid = str(file.file.uuid)
+    assert sum(key[0] == uuid for key in reading._SCHEMAS) == 1

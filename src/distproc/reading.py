@@ -7,14 +7,14 @@ partitions (file, tree, entry range).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
-import json
 import os
 import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
@@ -230,44 +230,44 @@ def partition_events(
     return events, file
 
 
-#: NanoEvents schemas by (file UUID, tree path, schema class, metadata), most recently used last; per
-#: process. A schema is built from the tree's base form (every interpretable branch's awkward form) and
-#: does not depend on the entry range.
-_SCHEMAS: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
+#: NanoEvents schemas by (file UUID, tree path, schema class), most recently used last; per process. A
+#: schema is built from the tree's base form (every interpretable branch's awkward form) and depends on
+#: neither the entry range nor the metadata (which names the partition: filename, entrystart, ...).
+_SCHEMAS: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
 _SCHEMAS_LOCK = threading.Lock()
 _MAX_SCHEMAS = 16
 
 
-def _schema(tree: Any, schema_cls: type, metadata: Any) -> Any:
-    """The NanoEvents schema of *tree*, built once per file, schema and metadata.
+def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> Any:
+    """The NanoEvents schema of *tree* with *metadata*; the schema itself is built once per file.
 
     Building it walks every branch of the tree and then builds the collections: for a real NanoAOD
-    file (1500 branches) that was more than half of the cost of a partition's NanoEvents, and the same
-    for every partition of the file (figures in benchmarks/README.md).
+    file (1500 branches) that was most of the cost of a partition's NanoEvents, and the same for every
+    partition of the file (``benchmarks/nanoevents.py``). The cached schema is built without metadata;
+    each partition gets a shallow copy whose form carries ``{**metadata, **what the schema adds}`` (the
+    NanoAOD schema adds its ``version``), as ``from_root`` would give.
     """
     from coffea.nanoevents.mapping import UprootSourceMapping
 
-    key = (
-        str(tree.file.uuid),
-        tree.object_path,
-        f"{schema_cls.__module__}.{schema_cls.__qualname__}",
-        json.dumps(metadata, sort_keys=True, default=repr),
-    )
+    key = (str(tree.file.uuid), tree.object_path, f"{schema_cls.__module__}.{schema_cls.__qualname__}")
     with _SCHEMAS_LOCK:
         schema = _SCHEMAS.get(key)
         if schema is not None:
             _SCHEMAS.move_to_end(key)
-            return schema
-    base_form = UprootSourceMapping._extract_base_form(tree)
-    base_form["typenames"] = tree.typenames()
-    if metadata is not None:
-        base_form["parameters"]["metadata"] = metadata
-    schema = schema_cls(base_form)
-    with _SCHEMAS_LOCK:
-        _SCHEMAS[key] = schema
-        while len(_SCHEMAS) > _MAX_SCHEMAS:
-            _SCHEMAS.popitem(last=False)
-    return schema
+    if schema is None:
+        base_form = UprootSourceMapping._extract_base_form(tree)
+        base_form["typenames"] = tree.typenames()
+        schema = schema_cls(base_form)
+        with _SCHEMAS_LOCK:
+            _SCHEMAS[key] = schema
+            while len(_SCHEMAS) > _MAX_SCHEMAS:
+                _SCHEMAS.popitem(last=False)
+    form = schema._form
+    parameters = dict(form.get("parameters", {}))
+    parameters["metadata"] = {**(metadata or {}), **parameters.get("metadata", {})}
+    partition_schema = copy.copy(schema)
+    partition_schema._form = {**form, "parameters": parameters}
+    return partition_schema
 
 
 def _virtual_events(
