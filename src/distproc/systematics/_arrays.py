@@ -171,8 +171,8 @@ def _map_arrays(kernel: Kernel, args: list[Any]) -> Any:
     return out[()] if shape == () else out
 
 
-def _leaf_data(layout: ak.contents.NumpyArray, xp: ModuleType) -> Any:
-    data = layout.data
+def materialized(data: Any, xp: ModuleType = np) -> Any:
+    """A layout's buffer (``NumpyArray.data``, ``Index.data``) as an ``xp`` array, read if virtual."""
     materialize = getattr(data, "materialize", None)  # VirtualNDArray (NanoEvents virtual mode)
     if materialize is not None:
         data = materialize()
@@ -201,7 +201,7 @@ def _map_awkward(kernel: Kernel, args: list[Any], dtype: np.dtype) -> ak.Array:
         xp = array_module(backend.name)
         flat = list(args)
         for i, lay in zip(positions, layouts, strict=True):
-            flat[i] = _leaf_data(lay, xp)
+            flat[i] = materialized(lay.data, xp)
         out = xp.asarray(kernel(xp, *flat), dtype=dtype)
         return ak.contents.NumpyArray(out)
 

@@ -204,12 +204,17 @@ class BinnedLookup:
             )
             raise InputsError(msg) from None
 
-    def __call__(self, *args: Any, variation: str = "nominal", **named: Any) -> Any:
-        """Evaluate at ``args`` (positional, or by input name); same structure as the broadcast inputs."""
+    def _bind(self, args: tuple, named: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The call's inputs in order, each checked to be numeric; and how to name this lookup."""
         owner = f"BinnedLookup {self.name!r}"
         bound = bind_inputs(owner, self.inputs, args, named)
         for n, value in zip(self.inputs, bound, strict=True):
             check_numeric(value, f"{owner} input {n!r}")
+        return owner, bound
+
+    def __call__(self, *args: Any, variation: str = "nominal", **named: Any) -> Any:
+        """Evaluate at ``args`` (positional, or by input name); same structure as the broadcast inputs."""
+        _, bound = self._bind(args, named)
         self._table(variation)
         return map_flat(
             _LookupKernel(self, variation), bound, dtype="float64", label=f"binned-lookup-{self.name}"
@@ -232,10 +237,7 @@ class BinnedLookup:
         >>> corrected.names, corrected.variation("sf_up").tolist()
         (('nominal', 'sf_up'), [[10.0, 84.0], []])
         """
-        owner = f"BinnedLookup {self.name!r}"
-        bound = bind_inputs(owner, self.inputs, args, named)
-        for n, value in zip(self.inputs, bound, strict=True):
-            check_numeric(value, f"{owner} input {n!r}")
+        owner, bound = self._bind(args, named)
         inputs = _Broadcast(bound, f"{owner}.varied")
         located = {}
         for name in inputs.names:

@@ -50,7 +50,7 @@ import awkward as ak
 import numpy as np
 
 from distproc.exceptions import SystematicsError, format_options
-from distproc.systematics._arrays import is_dask
+from distproc.systematics._arrays import is_dask, materialized
 
 __all__ = ("Varied", "fill_varied")
 
@@ -73,11 +73,6 @@ class _Events:
     @property
     def jagged(self) -> bool:
         return self.offsets is not None
-
-    @property
-    def size(self) -> int:
-        """Number of values: objects if jagged, else events."""
-        return self.length if self.offsets is None else int(self.offsets[-1])
 
     def event_index(self) -> np.ndarray:
         """The event number of every object (computed once)."""
@@ -135,11 +130,6 @@ class _Fixed(NamedTuple):
     values: np.ndarray
 
 
-def _materialized(data: Any) -> np.ndarray:
-    materialize = getattr(data, "materialize", None)  # VirtualNDArray (NanoEvents virtual mode)
-    return np.asarray(data if materialize is None else materialize())
-
-
 def _unsupported(x: Any, what: str, why: str) -> SystematicsError:
     return SystematicsError(
         f"{what}: {why}. Varied quantities combine with numbers, 1-D NumPy arrays and awkward arrays of "
@@ -153,7 +143,7 @@ def _from_awkward(x: ak.Array, what: str) -> _Fixed:
         raise _unsupported(x, what, f"the array is on the {backend!r} backend, Varied runs on CPU arrays")
     layout = x.layout
     if isinstance(layout, ak.contents.NumpyArray) and len(layout.inner_shape) == 0:
-        values = _materialized(layout.data)
+        values = materialized(layout.data)
         return _Fixed(_Events(len(values)), values)
     if isinstance(layout, (ak.contents.ListArray, ak.contents.RegularArray)) or (
         isinstance(layout, ak.contents.ListOffsetArray) and layout.offsets.dtype != np.int64
@@ -166,8 +156,8 @@ def _from_awkward(x: ak.Array, what: str) -> _Fixed:
             and len(content.inner_shape) == 0
             and layout.parameter("__array__") not in ("string", "bytestring")
         ):
-            offsets = _materialized(layout.offsets.data).astype(np.int64, copy=False)
-            values = _materialized(content.data)[offsets[0] : offsets[-1]]
+            offsets = materialized(layout.offsets.data).astype(np.int64, copy=False)
+            values = materialized(content.data)[offsets[0] : offsets[-1]]
             if offsets[0] != 0:
                 offsets = offsets - offsets[0]
             return _Fixed(_Events(len(offsets) - 1, offsets), values)
