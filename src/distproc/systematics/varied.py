@@ -535,30 +535,28 @@ def _operator(ufunc: np.ufunc, symbol: str) -> tuple[Callable[..., Varied], Call
     return forward, reflected
 
 
-for _name, _ufunc, _symbol in (
-    ("add", np.add, "+"),
-    ("sub", np.subtract, "-"),
-    ("mul", np.multiply, "*"),
-    ("truediv", np.true_divide, "/"),
-    ("floordiv", np.floor_divide, "//"),
-    ("mod", np.remainder, "%"),
-    ("pow", np.power, "**"),
-    ("and", np.bitwise_and, "&"),
-    ("or", np.bitwise_or, "|"),
-    ("xor", np.bitwise_xor, "^"),
+for _name, _ufunc, _symbol, _has_reflected in (
+    ("add", np.add, "+", True),
+    ("sub", np.subtract, "-", True),
+    ("mul", np.multiply, "*", True),
+    ("truediv", np.true_divide, "/", True),
+    ("floordiv", np.floor_divide, "//", True),
+    ("mod", np.remainder, "%", True),
+    ("pow", np.power, "**", True),
+    ("and", np.bitwise_and, "&", True),
+    ("or", np.bitwise_or, "|", True),
+    ("xor", np.bitwise_xor, "^", True),
+    ("lt", np.less, "<", False),  # comparisons reflect into each other (x > a is a < x): no __r*__
+    ("le", np.less_equal, "<=", False),
+    ("gt", np.greater, ">", False),
+    ("ge", np.greater_equal, ">=", False),
+    ("eq", np.equal, "==", False),
+    ("ne", np.not_equal, "!=", False),
 ):
     _forward, _reflected = _operator(_ufunc, _symbol)
     setattr(Varied, f"__{_name}__", _forward)
-    setattr(Varied, f"__r{_name}__", _reflected)
-for _name, _ufunc, _symbol in (
-    ("lt", np.less, "<"),
-    ("le", np.less_equal, "<="),
-    ("gt", np.greater, ">"),
-    ("ge", np.greater_equal, ">="),
-    ("eq", np.equal, "=="),
-    ("ne", np.not_equal, "!="),
-):
-    setattr(Varied, f"__{_name}__", _operator(_ufunc, _symbol)[0])
+    if _has_reflected:
+        setattr(Varied, f"__r{_name}__", _reflected)
 Varied.__hash__ = None  # type: ignore[assignment]  # == is elementwise
 
 
