@@ -38,17 +38,17 @@ def histograms() -> dict[str, hist.Hist]:
     }
 
 
-def lookup() -> BinnedLookup:
-    return BinnedLookup(
-        edges=EDGES, values=SF["nominal"], variations={k: v for k, v in SF.items() if k != "nominal"}
-    )
+class _Jets(distproc.Processor):
+    """What both versions hold: the jet multiplicity cut and the scale-factor lookup."""
 
-
-class VariedJets(distproc.Processor):
     def __init__(self, min_jets: int = 2) -> None:
         self.min_jets = min_jets
-        self.sf = lookup()
+        self.sf = BinnedLookup(
+            edges=EDGES, values=SF["nominal"], variations={k: v for k, v in SF.items() if k != "nominal"}
+        )
 
+
+class VariedJets(_Jets):
     def process(self, events):
         jets = events.Jet
         jes = Varied({"nominal": jets.pt, **{k: jets.pt * f for k, f in JES.items()}})
@@ -61,11 +61,7 @@ class VariedJets(distproc.Processor):
         return out
 
 
-class AwkwardJets(distproc.Processor):
-    def __init__(self, min_jets: int = 2) -> None:
-        self.min_jets = min_jets
-        self.sf = lookup()
-
+class AwkwardJets(_Jets):
     def process(self, events):
         jets = events.Jet
         out = histograms()
