@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import dask
 import pytest
@@ -204,20 +205,25 @@ def test_malloc_prologue_removes_the_nannys_trim_threshold() -> None:
 # --- unreachable clusters ---------------------------------------------------------------------------
 
 
-def _worker_settings() -> tuple[str | None, str]:
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), dask.config.get("distributed.worker.profile.interval")
+def _worker_settings(dask_worker: Any) -> tuple[str | None, str, float, str]:
+    return (
+        os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        dask.config.get("distributed.worker.profile.interval"),
+        dask_worker._tick_interval,  # what the worker's event-loop tick really runs at, in seconds
+        dask.config.get("distributed.admin.system-monitor.interval"),
+    )
 
 
 @pytest.mark.cluster
-def test_local_workers_get_the_allocator_and_profiler_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_workers_get_the_allocator_and_quieter_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # so only the nanny could set it
     with get_backend("local", workers=1).client() as client:
-        assert list(client.run(_worker_settings).values()) == [(None, "100ms")]
-    with (
-        dask.config.set({"distributed.worker.profile.interval": "20ms"}),
-        get_backend("local", workers=1).client() as client,
-    ):
-        assert list(client.run(_worker_settings).values()) == [(None, "20ms")]  # a user's choice stays
+        assert list(client.run(_worker_settings).values()) == [(None, "100ms", 0.5, "1s")]
+        assert client.cluster.scheduler._tick_interval == 0.5
+    mine = {"distributed.worker.profile.interval": "20ms", "distributed.admin.tick.interval": "50ms"}
+    with dask.config.set(mine), get_backend("local", workers=1).client() as client:
+        # a user's own choices stay
+        assert list(client.run(_worker_settings).values()) == [(None, "20ms", 0.05, "1s")]
 
 
 def test_unreachable_scheduler_fails_within_its_timeout(

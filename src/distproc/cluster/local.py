@@ -28,16 +28,29 @@ def worker_environ() -> dict[str, object]:
     return env
 
 
+#: Dask settings distproc's local clusters use where distributed's default is still set:
+#: ``{key: (distributed's default, distproc's value)}``. Measured idle on the 2-core VM
+#: (benchmarks/README.md): the event-loop health tick every 20 ms cost 17 ms of CPU per second in each
+#: worker and about 40 in the process holding the scheduler and nannies (it only feeds the "event loop
+#: unresponsive" log line, which needs seconds of blocking, and a dashboard metric); the statistical
+#: profiler sampling every 10 ms cost about 13 ms per 100k-event partition; the system monitor (the
+#: dashboard's CPU and memory plots) polls psutil every 500 ms. The dashboard keeps all three.
+_QUIETER = {
+    "distributed.admin.tick.interval": ("20ms", "500ms"),
+    "distributed.worker.profile.interval": ("10ms", "100ms"),
+    "distributed.admin.system-monitor.interval": ("500ms", "1s"),
+}
+
+
 def worker_settings() -> dict[str, object]:
-    """Dask settings for the workers distproc starts: :func:`worker_environ`, and a 100 ms interval for
-    each worker's statistical profiler unless configured (distributed samples every 10 ms: about 13 ms
-    of CPU per 100k-event partition, 5 % of a partition on a 2-core machine; 100 ms still fills the
-    dashboard's profile page)."""
+    """Dask settings for the clusters distproc starts: :func:`worker_environ`, and the quieter
+    intervals of :data:`_QUIETER` unless configured otherwise."""
     import dask
 
     settings: dict[str, object] = {"distributed.nanny.pre-spawn-environ": worker_environ()}
-    if dask.config.get("distributed.worker.profile.interval") == "10ms":  # distributed's default
-        settings["distributed.worker.profile.interval"] = "100ms"
+    for key, (default, value) in _QUIETER.items():
+        if dask.config.get(key) == default:
+            settings[key] = value
     return settings
 
 
