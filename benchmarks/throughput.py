@@ -253,14 +253,21 @@ class Timer:
         return out, time.perf_counter() - start, self._cpu() - cpu
 
 
-def _engine_switches(malloc_tuning: bool, keep_files: bool) -> None:
-    """Turn distproc's worker-side optimisations off in a fresh worker (before its first partition)."""
-    import distproc.engine as engine
+#: distproc's worker-side optimisations that ``--ablation`` turns off one at a time.
+SWITCHES = ("malloc tuning", "open-file reuse", "in-thread local reads")
 
-    if not malloc_tuning:
+
+def _engine_switches(off: tuple[str, ...]) -> None:
+    """Turn distproc's worker-side optimisations *off* in a fresh worker (before its first partition)."""
+    import distproc.engine as engine
+    import distproc.reading as reading
+
+    if "malloc tuning" in off:
         os.environ["DISTPROC_MALLOC_TUNING"] = "0"
-    if not keep_files:
+    if "open-file reuse" in off:
         engine._MAX_OPEN_FILES = 0
+    if "in-thread local reads" in off:
+        reading._LOCAL_READS_IN_THREAD = False
 
 
 def run_distproc(client: Any, files: list[str], chunksize: int, processor: Any = None) -> Any:
@@ -293,20 +300,15 @@ def run_coffea(pool: Any, workers: int, files: list[str], chunksize: int) -> Any
 
 def ablation(workers: int, files: list[str], chunksize: int, events: int, nparts: int) -> None:
     """distproc with its worker-side optimisations switched off, one at a time (a fresh cluster each)."""
-    variants = {
-        "as committed": (True, True),
-        "no malloc tuning": (False, True),
-        "no open-file reuse": (True, False),
-        "neither (before)": (False, False),
-    }
-    for name, switches in variants.items():
+    variants = {"as committed": (), **{f"no {s}": (s,) for s in SWITCHES}, "none of them": SWITCHES}
+    for name, off in variants.items():
         with distproc_local_client(workers) as client:
-            client.run(_engine_switches, *switches)
+            client.run(_engine_switches, off)
             client.run(_warm_up, 0.0)
             timer = Timer(list(client.run(os.getpid).values()))
             _, wall, cpu = timer(run_distproc, client, files, chunksize)
         print(
-            f"ablation {name:20s}: {wall:6.2f} s {events / wall / 1e6:5.2f} M ev/s, worker CPU per partition "
+            f"ablation {name:26s}: {wall:6.2f} s {events / wall / 1e6:5.2f} M ev/s, worker CPU per partition "
             f"user {cpu[0] / nparts * 1e3:5.0f} ms sys {cpu[1] / nparts * 1e3:4.0f} ms  [{load_line()}]",
             flush=True,
         )

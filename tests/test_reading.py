@@ -65,3 +65,17 @@ def test_count_entries_of_something_that_is_not_a_tree(small_file):
     assert str(small_file) in str(info.value)
     with pytest.raises(distproc.FilesetError, match=r"no tree named 'Event'\. Did you mean 'Events'"):
         count_entries(str(small_file), "Event", "dy")
+
+
+@pytest.mark.parametrize("prefix", ["", "file://"])
+def test_local_files_are_read_in_the_calling_thread(small_file, prefix):
+    """Local paths (plain or file://) are read with plain file reads in the task's own thread, the
+    bytes read are counted for the report, and the values are the file's."""
+    from distproc.reading import partition_events
+
+    events, file = partition_events(f"{prefix}{small_file}", "Events", 2, 9, schema="base")
+    with file:
+        assert isinstance(file.file.source, uproot.MultithreadedFileSource)
+        assert events.x.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 1.0, 1.0]
+        assert file.file.source.num_requested_bytes > 0
+    assert count_entries(f"{prefix}{small_file}", "Events") == 12

@@ -69,6 +69,15 @@ def _configure_xrootd() -> None:
             EnvPutInt(name, value)
 
 
+#: Local files are read with plain file reads in the thread that asks (uproot's
+#: ``MultithreadedFileSource`` without threads). uproot's default for them, fsspec, hands every read to
+#: its own event-loop thread; the two threads trading the GIL cost about 10 ms of CPU per 100k-event
+#: partition of the throughput benchmark (86 -> 76 ms, benchmarks/README.md). A file is used by one
+#: task at a time (see ``distproc.engine``), so it needs no locking. Memory-mapping (``MemmapSource``)
+#: was as fast but puts the mapped file in the worker's RSS, which Dask's memory limits count.
+_LOCAL_READS_IN_THREAD = True
+
+
 def _uproot_open(path: str) -> Any:
     """``uproot.open(path)`` with bounded XRootD timeouts; a missing remote file is not transient.
 
@@ -78,6 +87,10 @@ def _uproot_open(path: str) -> Any:
     """
     import uproot
 
+    if _LOCAL_READS_IN_THREAD and ("://" not in path or path.startswith("file://")):
+        return uproot.open(
+            path.removeprefix("file://"), handler=uproot.MultithreadedFileSource, use_threads=False
+        )
     if not path.startswith(("root://", "roots://")):
         return uproot.open(path)
     _configure_xrootd()
