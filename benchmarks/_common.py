@@ -64,3 +64,30 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+#: The real samples tests and benchmarks use when present: (file name, tree, schema), smallest last.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_SAMPLES = [
+    ("nano_tt_v12.root", "Events", "nanoaod"),
+    ("PHYSLITE_example.root", "CollectionTree", "physlite"),
+    ("nano_dy.root", "Events", "nanoaod"),
+]
+
+
+def real_and_generated_samples() -> list[tuple[str, str, str]]:
+    """``(path, tree, schema)``: a generated NanoAOD-like file (1M events), then the real samples present
+    in ``../shared/data``; the 1500-branch CMS file, when present, is last."""
+    generated = ensure_sample("ttbar", 1_000_000, 2)
+    samples = [(str(SHARED_DATA / n), t, s) for n, t, s in REAL_SAMPLES if (SHARED_DATA / n).exists()]
+    return [(generated.files[0], "Events", "nanoaod"), *samples]
+
+
+def cpu_ms(fn: Any) -> float:
+    """CPU milliseconds of this process spent in ``fn()``, after a garbage collection."""
+    import gc
+
+    gc.collect()
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) * 1e3

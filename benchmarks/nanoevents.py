@@ -17,10 +17,8 @@ sample present).
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -28,23 +26,9 @@ import uproot
 from coffea.nanoevents import NanoEventsFactory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ensure_sample, load_line
+from _common import cpu_ms, load_line, real_and_generated_samples
 
 from distproc.reading import partition_events, schema_class
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLES = [
-    ("nano_tt_v12.root", "Events", "nanoaod"),
-    ("PHYSLITE_example.root", "CollectionTree", "physlite"),
-    ("nano_dy.root", "Events", "nanoaod"),
-]
-
-
-def cpu_ms(fn: object) -> float:
-    gc.collect()
-    start = time.process_time()
-    fn()  # type: ignore[operator]
-    return (time.process_time() - start) * 1e3
 
 
 def measure(path: str, tree: str, schema: str, repeat: int) -> tuple[float, float, int]:
@@ -76,9 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=10, help="partitions built per method (default 10)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # the real files' dropped cross-references and odd branches
-    generated = ensure_sample("ttbar", 1_000_000, 2)
-    samples = [(str(SHARED / n), t, s) for n, t, s in SAMPLES if (SHARED / n).exists()]
-    samples.insert(0, (generated.files[0], "Events", "nanoaod"))
+    samples = real_and_generated_samples()
     print(f"NanoEvents of one partition (<= 100k entries), median CPU of {args.repeat}; {load_line()}")
     ratio = 0.0
     for path, tree, schema in samples:

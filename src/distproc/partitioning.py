@@ -99,21 +99,31 @@ def _load_cache(path: Path) -> dict[str, int]:
     return data if isinstance(data, dict) else {}
 
 
-def _count_remote(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) -> list[Any]:
-    """Count entries of *todo* ``(dataset, path, tree)`` on the cluster; exceptions are returned."""
-    token = uuid.uuid4().hex[:12]  # unique per call: a reused key would return an earlier run's count
-    futures = [
-        client.submit(count_entries, path, tree, ds, retries, pure=False, key=f"distproc-count-{token}-{i}")
-        for i, (ds, path, tree) in enumerate(todo)
-    ]
-    return [_result(f) for f in futures]
-
-
-def _result(future: Any) -> Any:
+def _count(path: str, treename: str, dataset: str, retries: int) -> int | FilesetError:
+    """Entries of one file, or the error naming what is wrong with it (returned, not raised)."""
     try:
-        return future.result()
+        return count_entries(path, treename, dataset, retries)
     except FilesetError as err:
         return err
+
+
+def _count_all(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) -> list[int | FilesetError]:
+    """Count entries of *todo* ``(dataset, path, tree)``: on the cluster in one graph, or here without
+    *client*. A file that cannot be read gives its :class:`FilesetError` in its place."""
+    if client is None:
+        return [_count(path, tree, ds, retries) for ds, path, tree in todo]
+    token = uuid.uuid4().hex[:12]  # unique per call: a reused key would return an earlier run's count
+    datasets, paths, trees = zip(*todo, strict=True)
+    futures = client.map(
+        _count,
+        paths,
+        trees,
+        datasets,
+        [retries] * len(todo),
+        pure=False,
+        key=[f"distproc-count-{token}-{i}" for i in range(len(todo))],
+    )
+    return client.gather(futures)
 
 
 def _split(num_entries: int, chunksize: int) -> list[tuple[int, int]]:
@@ -165,15 +175,7 @@ def plan_partitions(
     todo = [i for i, k in enumerate(keys) if k is None or k not in cache]
     if todo:
         jobs = [(names[files[i][0]], files[i][1], files[i][2]) for i in todo]
-        if client is None:
-            counted = []
-            for ds, path, tree in jobs:
-                try:
-                    counted.append(count_entries(path, tree, ds, retries))
-                except FilesetError as err:
-                    counted.append(err)
-        else:
-            counted = _count_remote(client, jobs, retries)
+        counted = _count_all(client, jobs, retries)
         for i, n in zip(todo, counted, strict=True):
             if keys[i] is not None and isinstance(n, int):
                 cache[keys[i]] = n
