@@ -53,8 +53,11 @@ def test_count_entries_falls_back_to_the_whole_tree(small_file, monkeypatch):
     """What the head reader does not recognise (another class, a missing key) is read in full, which
     names the problem."""
     with uproot.open(small_file) as file:
+        assert reading._header_entries(file, "Events") == 12
         assert reading._header_entries(file, "hist") is None
         assert reading._header_entries(file, "nothing") is None
+        monkeypatch.setattr(reading, "_TTREE_VERSIONS", range(0))  # as for a TTree version it does not know
+        assert reading._header_entries(file, "Events") is None
     monkeypatch.setattr(reading, "_header_entries", lambda file, treename: None)
     assert count_entries(str(small_file), "Events") == 12
 

@@ -225,8 +225,10 @@ def count_entries(path: str, treename: str, dataset: str | None = None, retries:
 
 
 _FENTRIES = struct.Struct(">q")
-#: The bases a TTree record starts with, in every TTree version (16 to 20); fEntries follows them.
+#: The bases a TTree record starts with in the TTree versions uproot reads (16 to 20, ROOT 5.x and 6.x);
+#: fEntries, an int64, follows them. Older versions stored it differently (a double).
 _TTREE_BASES = ("TNamed", "TAttLine", "TAttFill", "TAttMarker")
+_TTREE_VERSIONS = range(16, 21)
 
 
 def _header_entries(file: Any, treename: str) -> int | None:
@@ -235,8 +237,8 @@ def _header_entries(file: Any, treename: str) -> int | None:
     ``file[treename]`` deserialises every branch to give ``num_entries``: 0.9 s for a real NanoAOD file
     (1500 branches), 1.1 s for PHYSLITE, 16 ms for a 30-branch one, against 3, 5 and 0.2 ms for this (the
     record is still decompressed). ROOT writes each of the record's bases with a byte count, so they are
-    skipped by it; anything else (another class, no byte count, memberwise streaming, a missing key, a
-    damaged record) gives None, and the caller's full read reports what is wrong.
+    skipped by it; anything else (another class or TTree version, no byte count, memberwise streaming, a
+    missing key, a damaged record) gives None, and the caller's full read reports what is wrong.
     """
     from uproot.deserialization import numbytes_version
 
@@ -246,13 +248,15 @@ def _header_entries(file: Any, treename: str) -> int | None:
             return None
         chunk, cursor = key.get_uncompressed_chunk_cursor()
         context = {"breadcrumbs": (), "TKey": key}
-        for name in ("TTree", *_TTREE_BASES):  # the TTree's own header, then each base's whole record
+        num_bytes, version, memberwise = numbytes_version(chunk, cursor, context)  # the TTree's own
+        if num_bytes is None or memberwise or version not in _TTREE_VERSIONS:
+            return None
+        for _base in _TTREE_BASES:  # each base's whole record, skipped by its byte count
             start = cursor.index
             num_bytes, _version, memberwise = numbytes_version(chunk, cursor, context)
             if num_bytes is None or memberwise:
                 return None
-            if name != "TTree":
-                cursor.move_to(start + num_bytes)
+            cursor.move_to(start + num_bytes)
         return int(cursor.field(chunk, _FENTRIES, context))
     except Exception:  # noqa: BLE001  (the full read names the problem)
         return None
