@@ -66,8 +66,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-#: The real samples tests and benchmarks use when present: (file name, tree, schema), smallest last.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The real samples the benchmarks use when present, as in the tests (``$DISTPROC_SHARED_DATA``, else
+#: ``../shared/data``): (file name, tree, schema), the 1500-branch CMS file last.
+SHARED_DATA = Path(
+    os.environ.get("DISTPROC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 REAL_SAMPLES = [
     ("nano_tt_v12.root", "Events", "nanoaod"),
     ("PHYSLITE_example.root", "CollectionTree", "physlite"),
