@@ -821,7 +821,6 @@ def test_public_api_is_pinned_and_examples_run(monkeypatch: pytest.MonkeyPatch) 
     modules = [
         "",
         "._arrays",
-        "._errors",
         ".binned",
         ".correction",
         ".merge",

@@ -1,8 +1,14 @@
-"""Exceptions raised by distproc.
+"""Every exception and warning distproc raises, in one module.
 
 Every error derives from :class:`DistprocError` and from the builtin it refines, so ``except ValueError``
 keeps working. Errors carry the dataset, file, tree and partition they concern, and their message says
-what was expected, what was received and how to fix it.
+what was expected, what was received and how to fix it. The subpackages re-export their own errors
+(``distproc.systematics.BinningError``, ``distproc.inference.ModelLoadError``, ``distproc.fit.FitError``);
+they are defined here.
+
+One pickling rule holds for every subclass: an error rebuilds with the same type, message and attributes
+after pickling, so an error raised on a Dask worker keeps its context when it reaches the client. A
+subclass only sets its attributes in ``__init__``; it needs no pickling code of its own.
 """
 
 from __future__ import annotations
@@ -11,15 +17,29 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = (
+    "BackendUnavailableError",
+    "BinningError",
     "ClusterError",
     "ConfigError",
+    "CorrectionNotFoundError",
     "DistprocError",
+    "DuplicateVariationError",
     "FilesetError",
+    "FitError",
+    "GPUUnavailableWarning",
+    "HistogramNotFoundError",
     "InferenceError",
+    "InferenceInputError",
+    "InferenceWarning",
+    "InputsError",
+    "ModelLoadError",
+    "ModelNotFoundError",
     "PartitionError",
     "ProcessorLoadError",
     "ReadError",
     "SystematicsError",
+    "format_options",
+    "near_misses",
 )
 
 
@@ -37,32 +57,48 @@ def format_options(name: str, options: Iterable[str], what: str = "keys") -> str
     return f"{hint}Available {what}: {shown or '(none)'}"
 
 
-def _rebuild(cls: type, args: tuple, kwargs: dict) -> DistprocError:
-    return cls(*args, **kwargs)
+def _rebuild(cls: type[DistprocError], args: tuple[object, ...], state: dict[str, object]) -> DistprocError:
+    """The error *cls* with *args* and attributes *state*, without running ``__init__`` again."""
+    # ``cls.__new__`` may be a builtin that refuses *cls* (ValueError's for an OSError subclass): take
+    # the one of the builtin that lays the instance out (``__base__``), as ``cls(...)`` itself does.
+    base: type = cls
+    while base.__module__ != "builtins":
+        base = base.__base__
+    err = base.__new__(cls)
+    err.args = args
+    for name, value in state.items():
+        setattr(err, name, value)
+    return err
 
 
 class DistprocError(Exception):
     """Base class of every distproc error.
 
-    Errors raised on a worker travel back to the client by pickling; subclasses with keyword arguments
-    call :meth:`_keep` so that they rebuild with the same type and attributes there.
+    Errors raised on a worker travel back to the client by pickling. Pickling keeps the type, ``args``
+    (the formatted message) and every attribute, whatever the subclass's ``__init__`` signature: the
+    error is rebuilt without calling ``__init__`` again, so a message is never formatted twice and no
+    keyword argument is lost.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> err = FilesetError("glob matched no file", dataset="dy", file="dy_*.root")
+    >>> back = pickle.loads(pickle.dumps(err))
+    >>> type(back).__name__, back.dataset, str(back) == str(err)
+    ('FilesetError', 'dy', True)
     """
 
-    _init: tuple[tuple, dict] | None = None
-
-    def _keep(self, *args: object, **kwargs: object) -> None:
-        self._init = (args, kwargs)
-
-    def __reduce__(self) -> tuple:
-        args, kwargs = self._init or (self.args, {})
-        return (_rebuild, (type(self), args, kwargs))
+    def __reduce__(self) -> tuple[object, ...]:
+        # The builtin's own state: ``__dict__`` plus what lives in C slots (ImportError's name and path).
+        reduced = super().__reduce__()
+        state = reduced[2] if len(reduced) > 2 and reduced[2] else {}
+        return (_rebuild, (type(self), self.args, dict(state)))
 
 
 class ConfigError(DistprocError, ValueError):
     """A configuration value (YAML or keyword argument) is missing, unknown or of the wrong type."""
 
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
-        self._keep(message, key=key, source=source)
         self.key = key
         self.source = source
         where = f" (in {source})" if source else ""
@@ -80,7 +116,6 @@ class FilesetError(DistprocError, ValueError):
         file: str | None = None,
         treename: str | None = None,
     ) -> None:
-        self._keep(message, dataset=dataset, file=file, treename=treename)
         self.dataset = dataset
         self.file = file
         self.treename = treename
@@ -99,7 +134,13 @@ class ReadError(FilesetError, OSError):
 
 
 class PartitionError(DistprocError, RuntimeError):
-    """A partition failed while being read or processed; carries where and the worker's traceback."""
+    """A partition failed while being read or processed; carries where and the worker's traceback.
+
+    This is what a failed partition becomes for the user: the engine records each failure as a
+    :class:`~distproc.report.PartitionFailure` in the run report, and a failure surfaced as an
+    exception is a ``PartitionError`` with the partition's dataset, file, tree and entry range and the
+    worker's traceback as text (the original exception object may not unpickle on the client).
+    """
 
     def __init__(
         self,
@@ -112,15 +153,6 @@ class PartitionError(DistprocError, RuntimeError):
         entry_stop: int,
         traceback: str = "",
     ) -> None:
-        self._keep(
-            message,
-            dataset=dataset,
-            file=file,
-            treename=treename,
-            entry_start=entry_start,
-            entry_stop=entry_stop,
-            traceback=traceback,
-        )
         self.dataset = dataset
         self.file = file
         self.treename = treename
@@ -142,8 +174,115 @@ class ClusterError(DistprocError, RuntimeError):
 
 
 class SystematicsError(DistprocError, ValueError):
-    """A systematic variation, binned lookup or correction is ill-defined or used wrongly."""
+    """A systematic variation, binned lookup or correction is ill-defined or used wrongly.
+
+    :mod:`distproc.systematics` raises the subclasses below; catch this base class unless you need to
+    tell the cases apart.
+    """
+
+
+class BinningError(SystematicsError):
+    """Bin edges are not strictly increasing, or the values' shape does not match the edges.
+
+    Examples
+    --------
+    >>> from distproc.systematics import BinnedLookup, BinningError
+    >>> try:
+    ...     BinnedLookup(edges=[0.0, 2.0, 1.0], values=[1.0, 1.0])
+    ... except BinningError as err:
+    ...     print(str(err).splitlines()[0])  # doctest: +ELLIPSIS
+    BinnedLookup 'lookup': edges of axis 0 ('x0') must be strictly increasing, but edges[2]=1.0 <= ...
+    """
+
+
+class CorrectionNotFoundError(SystematicsError):
+    """A correction name is not in the CorrectionSet JSON file (the message lists the names that are).
+
+    Examples
+    --------
+    >>> from distproc.systematics import CorrectionNotFoundError
+    >>> issubclass(CorrectionNotFoundError, ValueError)
+    True
+    """
+
+
+class InputsError(SystematicsError):
+    """A lookup or correction got the wrong number, names or kinds of inputs.
+
+    Examples
+    --------
+    >>> from distproc.systematics import BinnedLookup, InputsError
+    >>> sf = BinnedLookup(edges=[0.0, 1.0], values=[2.0], inputs=("pt",))
+    >>> try:
+    ...     sf(1.0, 2.0)
+    ... except InputsError as err:
+    ...     print(err)
+    BinnedLookup 'lookup' takes 1 input ('pt'), got 2 positional
+    """
+
+
+class DuplicateVariationError(SystematicsError):
+    """Two shape variations produce the same name (or one is called ``"nominal"``).
+
+    Examples
+    --------
+    >>> from distproc.systematics import DuplicateVariationError, Scale, ShapeVariations
+    >>> try:
+    ...     ShapeVariations(Scale("jes", 0.02), Scale("jes", 0.03))
+    ... except DuplicateVariationError as err:
+    ...     print(str(err).splitlines()[0])
+    shape variation name 'jes_up' is used twice: by Scale('jes', ...) and by Scale('jes', ...)
+    """
 
 
 class InferenceError(DistprocError, ValueError):
-    """An ONNX model cannot be loaded, or its inputs do not match what the model expects."""
+    """An ONNX model cannot be loaded, or its inputs do not match what the model expects.
+
+    :mod:`distproc.inference` raises the subclasses below and, where one fits, the matching builtin: a
+    missing model file is a ``FileNotFoundError``, a missing runtime package an ``ImportError``.
+    """
+
+
+class ModelLoadError(InferenceError):
+    """A model file cannot be read, or its content is not a valid ONNX model."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """The model file does not exist."""
+
+
+class InferenceInputError(InferenceError):
+    """The arrays given to a model do not match its inputs (name, rank, feature count, dtype, NaN)."""
+
+    def __init__(self, message: str, *, input_name: str | None = None) -> None:
+        self.input_name = input_name
+        super().__init__(message)
+
+
+class BackendUnavailableError(InferenceError, ImportError):
+    """An inference backend needs a package or a device that this process does not have."""
+
+
+class InferenceWarning(UserWarning):
+    """Base class of the warnings emitted by :mod:`distproc.inference`."""
+
+
+class GPUUnavailableWarning(InferenceWarning):
+    """A GPU backend was asked for explicitly but cannot be used here; inference runs on the CPU."""
+
+
+class FitError(DistprocError, ValueError):
+    """The fit inputs are inconsistent (a histogram is missing, has other bins than its region, ...)."""
+
+
+class HistogramNotFoundError(FitError):
+    """A histogram the fit needs is not in the histogram file; carries ``histogram`` and ``file``."""
+
+    def __init__(self, message: str, *, histogram: str, file: str) -> None:
+        self.histogram = histogram
+        self.file = file
+        super().__init__(f"{message}\n    histogram {histogram!r}\n    in file {file}")

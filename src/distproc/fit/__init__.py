@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+from distproc.exceptions import FitError, HistogramNotFoundError
 from distproc.fit.config import (
     DataConfig,
     FitConfig,
@@ -26,7 +27,6 @@ from distproc.fit.config import (
     parse_fit_config,
 )
 from distproc.fit.run import FitSummary, build_workspace, fit
-from distproc.fit.templates import FitError, HistogramNotFoundError
 
 __all__ = (
     "DataConfig",

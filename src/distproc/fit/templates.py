@@ -16,25 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from distproc.exceptions import DistprocError, format_options
+from distproc.exceptions import FitError, HistogramNotFoundError, format_options
 from distproc.fit.config import FitConfig, RegionConfig
 
-__all__ = ("FitError", "HistogramNotFoundError", "Template", "TemplateReader", "cabinetry_config")
+__all__ = ("Template", "TemplateReader", "cabinetry_config")
 
 DATA_SAMPLE = "data"
-
-
-class FitError(DistprocError, ValueError):
-    """The fit inputs are inconsistent (a histogram is missing, has other bins than its region, ...)."""
-
-
-class HistogramNotFoundError(FitError):
-    """A histogram the fit needs is not in the histogram file; carries ``histogram`` and ``file``."""
-
-    def __init__(self, message: str, *, histogram: str, file: str) -> None:
-        self.histogram = histogram
-        self.file = file
-        super().__init__(f"{message}\n    histogram {histogram!r}\n    in file {file}")
 
 
 @dataclass

@@ -13,6 +13,14 @@ Examples
 
 from __future__ import annotations
 
+from distproc.exceptions import (
+    BackendUnavailableError,
+    GPUUnavailableWarning,
+    InferenceInputError,
+    InferenceWarning,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 from distproc.inference._cache import clear_sessions, sessions_created
 from distproc.inference._spec import TensorSpec
 from distproc.inference.backends import (
@@ -23,14 +31,6 @@ from distproc.inference.backends import (
     available_backends,
     get_backend,
     resolve_backend,
-)
-from distproc.inference.errors import (
-    BackendUnavailableError,
-    GPUUnavailableWarning,
-    InferenceInputError,
-    InferenceWarning,
-    ModelLoadError,
-    ModelNotFoundError,
 )
 from distproc.inference.model import OnnxModel
 

@@ -26,10 +26,9 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from distproc.exceptions import format_options
+from distproc.exceptions import InferenceInputError, format_options
 from distproc.inference._spec import TensorSpec, check_dtype, check_shape
 from distproc.inference.backends import import_cupy, is_cupy
-from distproc.inference.errors import InferenceInputError
 
 LAYOUTS = ("auto", "events", "objects", "padded")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from distproc.exceptions import InferenceInputError
 from distproc.inference.backends import ORT_DTYPES
-from distproc.inference.errors import InferenceInputError
 
 
 @dataclass(frozen=True)

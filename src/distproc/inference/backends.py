@@ -21,8 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from distproc.exceptions import InferenceError, format_options
-from distproc.inference.errors import BackendUnavailableError, GPUUnavailableWarning
+from distproc.exceptions import BackendUnavailableError, GPUUnavailableWarning, InferenceError, format_options
 
 __all__ = (
     "BACKENDS",

@@ -11,7 +11,14 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from distproc.exceptions import InferenceError, format_options
+from distproc.exceptions import (
+    GPUUnavailableWarning,
+    InferenceError,
+    InferenceInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    format_options,
+)
 from distproc.inference._cache import get_session
 from distproc.inference._features import LAYOUTS, Prepared, backend_of, lazy_awkward_errors, prepare
 from distproc.inference._spec import TensorSpec
@@ -24,12 +31,6 @@ from distproc.inference.backends import (
     is_cupy,
     resolve_backend,
     to_host,
-)
-from distproc.inference.errors import (
-    GPUUnavailableWarning,
-    InferenceInputError,
-    ModelLoadError,
-    ModelNotFoundError,
 )
 
 __all__ = ("OnnxModel",)
@@ -171,7 +172,7 @@ class OnnxModel:
         >>> OnnxModel.from_bytes(b"not onnx", name="junk.onnx")
         Traceback (most recent call last):
         ...
-        distproc.inference.errors.ModelLoadError: junk.onnx is not a valid ONNX model ...
+        distproc.exceptions.ModelLoadError: junk.onnx is not a valid ONNX model ...
         """
         self = cls.__new__(cls)
         self._setup(bytes(model), name, **options)

@@ -27,7 +27,7 @@ Examples
 
 from __future__ import annotations
 
-from distproc.systematics._errors import (
+from distproc.exceptions import (
     BinningError,
     CorrectionNotFoundError,
     DuplicateVariationError,

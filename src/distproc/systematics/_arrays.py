@@ -27,8 +27,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from distproc.exceptions import format_options
-from distproc.systematics._errors import InputsError
+from distproc.exceptions import InputsError, format_options
 
 Kernel = Callable[..., Any]
 

@@ -9,9 +9,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from distproc.exceptions import format_options
+from distproc.exceptions import BinningError, InputsError, format_options
 from distproc.systematics._arrays import bind_inputs, check_numeric, map_flat
-from distproc.systematics._errors import BinningError, InputsError
 from distproc.systematics.varied import Varied, _Broadcast
 
 __all__ = ("BinnedLookup",)

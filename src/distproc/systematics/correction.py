@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from distproc.exceptions import SystematicsError, format_options
+from distproc.exceptions import CorrectionNotFoundError, InputsError, SystematicsError, format_options
 from distproc.systematics._arrays import bind_inputs, check_numeric, map_flat
-from distproc.systematics._errors import CorrectionNotFoundError, InputsError
 
 __all__ = ("Correction", "load_correction_set")
 

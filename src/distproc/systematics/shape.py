@@ -16,9 +16,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from distproc.exceptions import SystematicsError, format_options
+from distproc.exceptions import DuplicateVariationError, SystematicsError, format_options
 from distproc.systematics._arrays import is_dask
-from distproc.systematics._errors import DuplicateVariationError
 from distproc.systematics.rng import deterministic_normal
 
 __all__ = ("Scale", "ShapeVariation", "ShapeVariations", "Smear")
