@@ -207,7 +207,7 @@ def test_malformed_fileset(run, tmp_path):
 
 def test_outputs_are_written_atomically(tmp_path, monkeypatch):
     """A crash while writing leaves neither a half-written file nor a temporary file behind."""
-    from distproc import io
+    from distproc import _paths
 
     target = tmp_path / "out.json"
     target.write_bytes(b"old")
@@ -215,9 +215,9 @@ def test_outputs_are_written_atomically(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io.os, "fsync", crash)
-    with pytest.raises(OSError, match="disk full"):
-        io.atomic_write_bytes(target, b"new content")
+    monkeypatch.setattr(_paths.os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"), _paths.atomic_write(target) as tmp:
+        tmp.write_bytes(b"new content")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 

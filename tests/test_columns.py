@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import os
 from pathlib import Path
 
 import awkward as ak
@@ -257,3 +258,32 @@ def test_cli_run_binds_writers_to_the_output_and_writes_the_manifest(client, fil
     assert manifest["rows"] == sum(len(v) for v in selected_events(fileset, 60.0).values())
     assert "met:" in result.output
     assert "rows in" in result.output
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)], ids=["022", "027"])
+def test_outputs_honour_the_umask(fileset, tmp_path, umask: int, mode: int) -> None:
+    """Every output file gets 0o666 less the umask, as ``open`` gives: a shared group can read them.
+
+    The cluster starts under the umask, as a user's would, so the workers writing the column files
+    have it too.
+    """
+    previous = os.umask(umask)
+    try:
+        out = tmp_path / "out"
+        proc = distproc.load_processor(f"{PROCS}:MetSkim", {"directory": str(out / "met")})
+        result = distproc.run(
+            proc, fileset, workers=1, chunksize=2000, progress=False, cache_dir=str(tmp_path / "cache")
+        )
+        distproc.save(result, out)
+        write_manifests(result.output)
+    finally:
+        os.umask(previous)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"histograms.root", "output.pkl", "report.json", "manifest.json"} <= names
+    assert any(p.suffix == ".parquet" for p in files)
+    assert any(p.parent.name == "cache" or "cache" in p.parts for p in files)  # the preprocessing cache
+    assert {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in files} == {
+        p.relative_to(tmp_path).as_posix(): oct(mode) for p in files
+    }

@@ -32,12 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from distproc._paths import atomic_write
 from distproc.exceptions import ConfigError, ReadError
 
 __all__ = (
@@ -270,7 +270,9 @@ class ColumnWriter:
         relative: str | None = None
         size = 0
         if rows:
-            _write_parquet_atomic(array, path, self.compression)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path) as tmp:
+                ak.to_parquet(array, tmp, compression=self.compression, extensionarray=False)
             relative = path.relative_to(self.directory).as_posix()  # type: ignore[arg-type]
             size = path.stat().st_size
         else:
@@ -301,18 +303,6 @@ def _as_records(data: Any, name: str) -> Any:
         )
         raise ConfigError(msg, key="data")
     return ak.to_packed(array)  # Arrow needs contiguous buffers (column slices of a matrix are not)
-
-
-def _write_parquet_atomic(array: Any, path: Path, compression: Any) -> None:
-    import awkward as ak
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        ak.to_parquet(array, tmp, compression=compression, extensionarray=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def iter_column_files(output: Any, prefix: str = "") -> Iterator[tuple[str, ColumnFiles]]:
@@ -351,8 +341,6 @@ def write_manifest(files: ColumnFiles, *, prune: bool = False) -> Path:
     >>> path.name, read_manifest(path)["rows"]
     ('manifest.json', 2)
     """
-    from distproc.io import atomic_write_bytes
-
     directory = Path(files.directory)
     directory.mkdir(parents=True, exist_ok=True)
     content = files.manifest()
@@ -362,7 +350,8 @@ def write_manifest(files: ColumnFiles, *, prune: bool = False) -> Path:
             if stale not in listed:
                 stale.unlink()
     path = directory / MANIFEST_NAME
-    atomic_write_bytes(path, (json.dumps(content, indent=1) + "\n").encode())
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=1) + "\n")
     return path
 
 

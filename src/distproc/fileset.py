@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distproc._paths import is_remote
 from distproc.exceptions import FilesetError
 
 __all__ = ("Dataset", "FileSpec", "normalize_fileset")
@@ -39,7 +40,7 @@ class FileSpec:
     @property
     def is_remote(self) -> bool:
         """True for URLs (``root://``, ``https://``, ...), false for local paths."""
-        return "://" in self.path and not self.path.startswith("file://")
+        return is_remote(self.path)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Dataset:
 
 
 def _expand(pattern: str, base_dir: Path | None, dataset: str, treename: str) -> list[str]:
-    if "://" in pattern and not pattern.startswith("file://"):
+    if is_remote(pattern):
         return [pattern]
     path = pattern.removeprefix("file://")
     path = os.path.expanduser(path)

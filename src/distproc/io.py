@@ -21,32 +21,16 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distproc._paths import atomic_write
+
 if TYPE_CHECKING:
     from distproc.engine import RunResult
 
-__all__ = ("atomic_write_bytes", "iter_hists", "load", "save", "write_histograms")
-
-_CATEGORY_TYPES = ("StrCategory", "IntCategory")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write *data* to *path* through a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ("is_category", "iter_hists", "load", "save", "write_histograms")
 
 
 def iter_hists(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -60,14 +44,25 @@ def iter_hists(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from iter_hists(value, f"{prefix}/{key}" if prefix else str(key))
 
 
-def _is_category(axis: Any) -> bool:
-    return type(axis).__name__ in _CATEGORY_TYPES
+def is_category(axis: Any) -> bool:
+    """True for a categorical histogram axis (``StrCategory`` / ``IntCategory``), false for numeric ones.
+
+    Examples
+    --------
+    >>> import hist
+    >>> h = hist.Hist.new.StrCat(["a"], name="dataset").Reg(4, 0, 1, name="x").Weight()
+    >>> [is_category(axis) for axis in h.axes]
+    [True, False]
+    """
+    import boost_histogram as bh
+
+    return isinstance(axis, bh.axis.StrCategory | bh.axis.IntCategory)
 
 
 def _slices(name: str, h: Any) -> Iterator[tuple[str, Any]]:
     import hist
 
-    cat = [i for i, ax in enumerate(h.axes) if _is_category(ax)]
+    cat = [i for i, ax in enumerate(h.axes) if is_category(ax)]
     if not cat:
         yield name, h
         return
@@ -93,25 +88,18 @@ def write_histograms(output: Any, path: str | os.PathLike[str]) -> dict[str, Any
 
     path = Path(path)
     index: dict[str, Any] = {}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with uproot.recreate(tmp) as f:
-            for name, h in iter_hists(output):
-                dims = sum(not _is_category(ax) for ax in h.axes)
-                entry = {"categories": [ax.name for ax in h.axes if _is_category(ax)], "written": []}
-                index[name] = entry
-                if not 1 <= dims <= 3:
-                    entry["skipped"] = f"{dims} numeric axes (ROOT histograms have 1 to 3)"
-                    continue
-                for key, sliced in _slices(name, h):
-                    f[key] = sliced
-                    entry["written"].append(key)
-            f["_index"] = json.dumps(index)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, uproot.recreate(tmp) as f:
+        for name, h in iter_hists(output):
+            dims = sum(not is_category(ax) for ax in h.axes)
+            entry = {"categories": [ax.name for ax in h.axes if is_category(ax)], "written": []}
+            index[name] = entry
+            if not 1 <= dims <= 3:
+                entry["skipped"] = f"{dims} numeric axes (ROOT histograms have 1 to 3)"
+                continue
+            for key, sliced in _slices(name, h):
+                f[key] = sliced
+                entry["written"].append(key)
+        f["_index"] = json.dumps(index)
     return index
 
 
@@ -129,10 +117,10 @@ def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_histograms(result.output, directory / "histograms.root")
-    atomic_write_bytes(directory / "output.pkl", cloudpickle.dumps(result.output))
-    atomic_write_bytes(
-        directory / "report.json", json.dumps(result.report.to_dict(), indent=2, default=str).encode()
-    )
+    with atomic_write(directory / "output.pkl") as tmp:
+        tmp.write_bytes(cloudpickle.dumps(result.output))
+    with atomic_write(directory / "report.json") as tmp:
+        tmp.write_text(json.dumps(result.report.to_dict(), indent=2, default=str))
     return directory
 
 

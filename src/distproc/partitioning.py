@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distproc._paths import atomic_write
 from distproc.exceptions import ConfigError, FilesetError
 from distproc.fileset import Dataset
-from distproc.io import atomic_write_bytes
 from distproc.reading import count_entries, file_identity
 
 __all__ = ("Partition", "PartitionTable", "default_cache_dir", "plan_partitions")
@@ -181,7 +181,8 @@ def plan_partitions(
                 cache[keys[i]] = n
         entries = dict(zip(todo, counted, strict=True))
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache_path, json.dumps(cache).encode())
+        with atomic_write(cache_path) as tmp:
+            tmp.write_text(json.dumps(cache))
     else:
         entries = {}
 

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from distproc._paths import is_remote
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
 
 __all__ = ("SCHEMAS", "count_entries", "file_identity", "partition_events")
@@ -87,7 +88,7 @@ def _uproot_open(path: str) -> Any:
     """
     import uproot
 
-    if _LOCAL_READS_IN_THREAD and ("://" not in path or path.startswith("file://")):
+    if _LOCAL_READS_IN_THREAD and not is_remote(path):
         return uproot.open(
             path.removeprefix("file://"), handler=uproot.MultithreadedFileSource, use_threads=False
         )
@@ -137,7 +138,7 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int = 3, backoff: f
     *what* is the file's path or URL: only remote URLs are retried (an error reading a local file, or a
     missing file, is not transient and fails at once).
     """
-    if "://" not in what or what.startswith("file://"):
+    if not is_remote(what):
         return fn()
     for attempt in range(retries):
         try:
@@ -155,13 +156,12 @@ def _open_file(path: str, *, retries: int = 3, dataset: str | None = None) -> It
     try:
         file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
     except FileNotFoundError as err:
-        msg = "file not found" if "://" not in path else f"file not found or not readable: {err}"
+        msg = f"file not found or not readable: {err}" if is_remote(path) else "file not found"
         raise ReadError(msg, dataset=dataset, file=path) from err
     except Exception as err:
-        remote = "://" in path and not path.startswith("file://")
         kind = (
             f"could not be read after {retries} retries"
-            if remote and isinstance(err, _TRANSIENT)
+            if is_remote(path) and isinstance(err, _TRANSIENT)
             else "is not a readable ROOT file"
         )
         msg = f"file {kind}: {type(err).__name__}: {err}"
@@ -192,7 +192,7 @@ def file_identity(path: str) -> str | None:
 
     Returns ``None`` when the file cannot be stat-ed (it then gets no cache entry).
     """
-    if "://" in path and not path.startswith("file://"):
+    if is_remote(path):
         try:
             import fsspec
 

@@ -36,8 +36,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from distproc._paths import atomic_write
 from distproc.exceptions import ConfigError, format_options
-from distproc.io import atomic_write_bytes
 
 __all__ = (
     "AGC_PROCESSES",
@@ -759,29 +759,24 @@ def _write_file(
     ``pending`` is ``[block, position]``, updated so that the next file continues where this one stops.
     The file is written under a temporary name and renamed when complete.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
     sum_w = 0.0
-    try:
-        with uproot.recreate(tmp, compression=compression) as file:
-            tree = file.mktree(TREENAME, _branch_types())
-            remaining = events
-            while remaining:
-                if pending[0] is None or pending[1] == len(pending[0]["event"]):
-                    pending[:] = [next(blocks), 0]
-                block, start = pending
-                stop = min(start + remaining, len(block["event"]))
-                chunk = (
-                    block
-                    if (start, stop) == (0, len(block["event"]))
-                    else {name: array[start:stop] for name, array in block.items()}
-                )
-                tree.extend(chunk)
-                sum_w += float(np.sum(chunk["genWeight"], dtype=np.float64))
-                remaining -= stop - start
-                pending[1] = stop
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, uproot.recreate(tmp, compression=compression) as file:
+        tree = file.mktree(TREENAME, _branch_types())
+        remaining = events
+        while remaining:
+            if pending[0] is None or pending[1] == len(pending[0]["event"]):
+                pending[:] = [next(blocks), 0]
+            block, start = pending
+            stop = min(start + remaining, len(block["event"]))
+            chunk = (
+                block
+                if (start, stop) == (0, len(block["event"]))
+                else {name: array[start:stop] for name, array in block.items()}
+            )
+            tree.extend(chunk)
+            sum_w += float(np.sum(chunk["genWeight"], dtype=np.float64))
+            remaining -= stop - start
+            pending[1] = stop
     return sum_w
 
 
@@ -802,7 +797,8 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _write_json_atomic(path: Path, content: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode())
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -1053,7 +1049,8 @@ def write_fileset(infos: Iterable[SampleInfo], path: str | os.PathLike[str]) -> 
     fileset = sample_fileset(infos)
     for entry in fileset.values():
         entry["files"] = {os.path.relpath(f, path.parent): t for f, t in entry["files"].items()}
-    atomic_write_bytes(path, yaml.safe_dump(fileset, sort_keys=False).encode())
+    with atomic_write(path) as tmp:
+        tmp.write_text(yaml.safe_dump(fileset, sort_keys=False))
     return path
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from distproc.exceptions import DistprocError
+from distproc.io import is_category
 
 __all__ = ("main",)
 
@@ -25,7 +26,7 @@ def main() -> None:
 
 
 def _describe_axis(axis: Any) -> str:
-    if "Category" in type(axis).__name__:
+    if is_category(axis):
         values = list(map(str, axis))
         shown = ", ".join(values[:4]) + (f", ... ({len(values)} values)" if len(values) > 5 else "")
         return f"{axis.name}={{{shown if len(values) > 5 else ', '.join(values)}}}"

@@ -81,9 +81,10 @@ def _config(config: Any) -> FitConfig:
 
 
 def _atomic_json(path: Path, content: Any) -> None:
-    from distproc.io import atomic_write_bytes
+    from distproc._paths import atomic_write
 
-    atomic_write_bytes(path, (json.dumps(content, indent=1) + "\n").encode())
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=1) + "\n")
 
 
 def build_workspace(histograms: str | os.PathLike[str], config: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import hist
 import numpy as np
 
 from distproc.exceptions import SystematicsError
+from distproc.io import is_category
 from distproc.systematics.shape import ShapeVariation, ShapeVariations
 
 __all__ = ("VARIATION_AXIS", "merge_variation_outputs", "run_variations")
@@ -177,10 +178,6 @@ def _axis_name(axis: Any) -> str | None:
     return getattr(axis, "name", None) or axis.__dict__.get("name")
 
 
-def _is_category(axis: Any) -> bool:
-    return isinstance(axis, bh.axis.StrCategory | bh.axis.IntCategory)
-
-
 def _with_categories(axis: Any, categories: list[Any]) -> Any:
     new = type(axis)(categories, growth=axis.traits.growth, overflow=axis.traits.overflow)
     new.__dict__.update(copy.deepcopy(axis.__dict__))
@@ -218,7 +215,7 @@ def _merged_axis(where: str, position: int, by_name: dict[str, bh.Histogram]) ->
     axes = {n: h.axes[position] for n, h in by_name.items()}
     if all(a == nominal_axis for a in axes.values()):
         return nominal_axis
-    if _is_category(nominal_axis) and all(
+    if is_category(nominal_axis) and all(
         type(a) is type(nominal_axis) and a.traits.growth and a.traits == nominal_axis.traits
         for a in axes.values()
     ):
@@ -236,7 +233,7 @@ def _merged_axis(where: str, position: int, by_name: dict[str, bh.Histogram]) ->
 
 def _indices(source: Any, target: Any) -> list[int]:
     """Flow-view index in *target* of every flow-view bin of *source* (same axis or category subset)."""
-    if source is target or not _is_category(target):
+    if source is target or not is_category(target):
         return list(range(target.extent))
     out = [target.index(c) for c in source]
     if source.traits.overflow:
