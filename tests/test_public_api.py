@@ -28,7 +28,6 @@ EXPECTED = (
     "load",
     "load_config",
     "load_processor",
-    "make_sample",
     "run",
     "save",
     "weight_variations",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import json
 from pathlib import Path
 
@@ -288,10 +289,20 @@ def test_unknown_process_error_lists_every_process(tmp_path: Path) -> None:
         assert repr(name) in str(excinfo.value)
 
 
-def test_docstring_examples() -> None:
-    result = doctest.testmod(samples, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", ["", ".generator", ".writer"])
+def test_docstring_examples(module: str) -> None:
+    module = importlib.import_module(f"distproc.samples{module}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_make_sample_is_in_distproc_samples_not_the_top_level() -> None:
+    import distproc
+
+    assert "make_sample" not in distproc.__all__
+    assert not hasattr(distproc, "make_sample")
+    assert samples.make_sample.__module__ == "distproc.samples.writer"
 
 
 def test_truth_roles_reconstruct_top_and_w(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from distproc.inference import OnnxModel
 from distproc.io import load, save
 from distproc.processor import Processor, load_processor
 from distproc.report import RunReport
-from distproc.samples import make_sample
 from distproc.systematics import (
     BinnedLookup,
     Correction,
@@ -66,7 +65,6 @@ __all__ = (
     "load",
     "load_config",
     "load_processor",
-    "make_sample",
     "run",
     "save",
     "weight_variations",
