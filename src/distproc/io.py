@@ -24,10 +24,9 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from distproc.engine import RunResult
+from distproc.report import RunReport, RunResult
 
 __all__ = ("atomic_write_bytes", "iter_hists", "load", "save", "write_histograms")
 
@@ -147,9 +146,6 @@ def load(directory: str | os.PathLike[str]) -> RunResult:
     False
     """
     import pickle
-
-    from distproc.engine import RunResult
-    from distproc.report import RunReport
 
     directory = Path(directory)
     with open(directory / "output.pkl", "rb") as f:
