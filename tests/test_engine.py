@@ -212,3 +212,47 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
             compared += 1
         assert compared >= len(ref.fields) // 2
     assert WORKER.built("schema") == built + 1
+
+
+def _processors_held() -> list[str]:
+    """The processor class of each run state this worker process holds."""
+    from distproc.engine.state import WORKER
+
+    return sorted(
+        type(s.loaded_processor).__name__ for s in WORKER.states() if s.loaded_processor is not None
+    )
+
+
+def test_two_runs_at_once_on_one_scheduler(client, fileset, nano_dy, nano_tt, tmp_path):
+    """Two runs sharing a scheduler (as on an ``address`` or ``gateway`` cluster) both give the right
+    result, and the workers hold both runs' state side by side (neither evicts the other's)."""
+    import concurrent.futures
+
+    jets = distproc.load_processor(f"{PROCS}:CoffeaJets")
+    alone = run(jets, {"tt": [str(nano_tt)]}, tmp_path / "alone", cluster=client, chunksize=20).output
+    address = client.scheduler.address
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        muons = pool.submit(
+            run,
+            distproc.load_processor(f"{PROCS}:MuonPt"),
+            fileset,
+            tmp_path / "a",
+            cluster=address,
+            chunksize=15,
+        )
+        both = pool.submit(run, jets, {"tt": [str(nano_tt)]}, tmp_path / "b", cluster=address, chunksize=10)
+        muons, both = muons.result(), both.result()
+    assert not muons.partial
+    assert not both.partial
+    h = muons.output["muon_pt"]
+    for dataset, path in (("dy", nano_dy), ("tt", nano_tt)):
+        values, variances = reference_muon_pt(path)
+        np.testing.assert_allclose(h[{"dataset": dataset}].values(), values, rtol=1e-6)
+        np.testing.assert_allclose(h[{"dataset": dataset}].variances(), variances, rtol=1e-6)
+    assert muons.output["events"] == 240
+    assert both.output["tt"]["cutflow"] == alone["tt"]["cutflow"]
+    np.testing.assert_array_equal(
+        both.output["tt"]["lead_jet_pt"].values(), alone["tt"]["lead_jet_pt"].values()
+    )
+    held = client.run(_processors_held)
+    assert any({"CoffeaJets", "MuonPt"} <= set(names) for names in held.values()), held

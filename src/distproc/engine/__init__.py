@@ -18,6 +18,5 @@ from distproc.engine.graph import build_graph
 from distproc.engine.run import run
 from distproc.engine.submit import submit_graph
 from distproc.engine.worker import process_partition
-from distproc.report import RunResult
 
-__all__ = ("RunResult", "build_graph", "process_partition", "run", "submit_graph")
+__all__ = ("build_graph", "process_partition", "run", "submit_graph")

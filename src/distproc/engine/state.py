@@ -73,7 +73,8 @@ class RunState:
         self.open_files = open_files
         self._lock = threading.Lock()
         self._build_lock = threading.RLock()  # a build (unpickling) may use the cache
-        self._processor: Any = None
+        #: The run's processor once :meth:`processor` unpickled it (None before).
+        self.loaded_processor: Any = None
         self._files: OrderedDict[str, Any] = OrderedDict()
         self._entries: dict[str, OrderedDict[Any, Any]] = {}
         self._built = built if built is not None else Counter()
@@ -85,9 +86,9 @@ class RunState:
         pickle when it can, which would reference a user's processor module by name instead of carrying it.
         """
         with self._build_lock:
-            if self._processor is None:
-                self._processor = pickle.loads(payload)
-            return self._processor
+            if self.loaded_processor is None:
+                self.loaded_processor = pickle.loads(payload)
+            return self.loaded_processor
 
     def take_file(self, path: str) -> Any:
         """A file of this run left open by an earlier partition (or None); in use, it is out of the
@@ -149,7 +150,7 @@ class RunState:
         with self._lock:
             files, self._files = list(self._files.values()), OrderedDict()
             self._entries.clear()
-            self._processor = None
+            self.loaded_processor = None
         for file in files:
             close_quietly(file)
 
@@ -188,6 +189,11 @@ class WorkerState:
         for old in evicted:
             old.close()
         return state
+
+    def states(self) -> list[RunState]:
+        """The run states this process holds, least recently used first."""
+        with self._lock:
+            return list(self._runs.values())
 
     def tokens(self) -> list[str]:
         """The runs this process holds a state for, least recently used first."""
