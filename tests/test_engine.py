@@ -43,14 +43,18 @@ def reference_muon_pt(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return values, variances
 
 
-def test_histograms_equal_independent_computation(client, fileset, nano_dy, nano_tt, tmp_path):
-    proc = distproc.load_processor(f"{PROCS}:MuonPt")
-    result = run(proc, fileset, tmp_path, cluster=client, chunksize=15)
-    h = result.output["muon_pt"]
-    for dataset, path in (("dy", nano_dy), ("tt", nano_tt)):
+def assert_muon_pt_equals_reference(h, paths: dict[str, Path]) -> None:
+    """*h* (MuonPt's histogram) holds, per dataset, what plain uproot + numpy give for its file."""
+    for dataset, path in paths.items():
         values, variances = reference_muon_pt(path)
         np.testing.assert_allclose(h[{"dataset": dataset}].values(), values, rtol=1e-6)
         np.testing.assert_allclose(h[{"dataset": dataset}].variances(), variances, rtol=1e-6)
+
+
+def test_histograms_equal_independent_computation(client, fileset, nano_dy, nano_tt, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    result = run(proc, fileset, tmp_path, cluster=client, chunksize=15)
+    assert_muon_pt_equals_reference(result.output["muon_pt"], {"dy": nano_dy, "tt": nano_tt})
     assert result.output["events"] == 240
     assert result.output["metadata"] == {("dy", 6077.2), ("tt", 729.8)}  # metadata reached the processor
     report = result.report
@@ -244,11 +248,7 @@ def test_two_runs_at_once_on_one_scheduler(client, fileset, nano_dy, nano_tt, tm
         muons, both = muons.result(), both.result()
     assert not muons.partial
     assert not both.partial
-    h = muons.output["muon_pt"]
-    for dataset, path in (("dy", nano_dy), ("tt", nano_tt)):
-        values, variances = reference_muon_pt(path)
-        np.testing.assert_allclose(h[{"dataset": dataset}].values(), values, rtol=1e-6)
-        np.testing.assert_allclose(h[{"dataset": dataset}].variances(), variances, rtol=1e-6)
+    assert_muon_pt_equals_reference(muons.output["muon_pt"], {"dy": nano_dy, "tt": nano_tt})
     assert muons.output["events"] == 240
     assert both.output["tt"]["cutflow"] == alone["tt"]["cutflow"]
     np.testing.assert_array_equal(
