@@ -288,11 +288,6 @@ def partition_events(
     return events, file
 
 
-#: Most NanoEvents schemas one run keeps per worker process (in its
-#: :class:`~distproc.engine.state.RunState`).
-MAX_SCHEMAS = 16
-
-
 def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> Any:
     """The NanoEvents schema of *tree* with *metadata*; the schema itself is built once per file.
 
@@ -301,7 +296,8 @@ def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> 
     partition of the file (``benchmarks/nanoevents.py``). The cached schema is built without metadata;
     each partition gets a shallow copy whose form carries ``{**metadata, **what the schema adds}`` (the
     NanoAOD schema adds its ``version``), as ``from_root`` would give. Schemas are kept in the run's
-    worker state (:func:`distproc.engine.state.current_state`), by (file UUID, tree path, schema class).
+    worker state (:func:`distproc.engine.state.current_state`, at most its ``MAX_ENTRIES``), by (file
+    UUID, tree path, schema class): a schema depends on neither the entry range nor the metadata.
     """
     from distproc.engine.state import current_state
 
@@ -311,7 +307,7 @@ def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> 
         return schema_cls(base_form)
 
     key = (str(tree.file.uuid), tree.object_path, f"{schema_cls.__module__}.{schema_cls.__qualname__}")
-    schema = current_state().cached("schema", key, build, limit=MAX_SCHEMAS)
+    schema = current_state().cached("schema", key, build)
 
     def with_metadata(form: dict[str, Any]) -> dict[str, Any]:
         parameters = dict(form.get("parameters", {}))
