@@ -219,14 +219,15 @@ def profile_partition(parts: list[tuple[str, int, int]]) -> None:
         table, _ = plan_partitions(
             normalize_fileset({"ttbar": files}), chunksize=parts[0][2] - parts[0][1], cache_dir=cache
         )
-    from distproc.engine import _process_partition
+    from distproc.engine import process_partition
+    from distproc.engine.worker import WorkerOptions
 
-    payload = ("profile", cloudpickle.dumps(DistprocHT()))
-    _process_partition(payload, table, 0, "nanoaod", 0)  # warm: imports, processor unpickled
+    payload = ("profile", cloudpickle.dumps(DistprocHT()), WorkerOptions(retries=0))
+    process_partition(payload, table, 0)  # warm: imports, processor unpickled
     profiler = pyinstrument.Profiler(interval=0.0005)
     profiler.start()
     for i in range(1, min(6, len(table))):
-        part = _process_partition(payload, table, i, "nanoaod", 0)
+        part = process_partition(payload, table, i)
         assert not part.failures, part.failures
     profiler.stop()
     print(profiler.output_text(unicode=False, color=False))
@@ -253,25 +254,22 @@ class Timer:
         return out, time.perf_counter() - start, self._cpu() - cpu
 
 
-#: distproc's worker-side optimisations that ``--ablation`` turns off one at a time.
-SWITCHES = ("malloc tuning", "open-file reuse", "in-thread local reads")
+#: distproc's worker-side optimisations that ``--ablation`` turns off one at a time, each through its
+#: documented switch: an environment variable of the workers or a run option (README, "Worker tuning").
+SWITCHES = {
+    "malloc tuning": {"env": {"DISTPROC_MALLOC_TUNING": "0"}},
+    "open-file reuse": {"run": {"open_files": 0}},
+    "in-thread local reads": {"run": {"local_reads": "fsspec"}},
+}
 
 
-def _engine_switches(off: tuple[str, ...]) -> None:
-    """Turn distproc's worker-side optimisations *off* in a fresh worker (before its first partition)."""
-    import distproc.engine as engine
-    import distproc.reading as reading
-
-    if "malloc tuning" in off:
-        os.environ["DISTPROC_MALLOC_TUNING"] = "0"
-    if "open-file reuse" in off:
-        engine._MAX_OPEN_FILES = 0
-    if "in-thread local reads" in off:
-        reading._LOCAL_READS_IN_THREAD = False
+def _set_environ(env: dict[str, str]) -> None:
+    os.environ.update(env)
 
 
-def run_distproc(client: Any, files: list[str], chunksize: int, processor: Any = None) -> Any:
-    """One ``distproc.run`` of *processor* (default :class:`DistprocHT`) from an empty preprocessing cache."""
+def run_distproc(client: Any, files: list[str], chunksize: int, processor: Any = None, **options: Any) -> Any:
+    """One ``distproc.run`` of *processor* (default :class:`DistprocHT`) from an empty preprocessing cache,
+    with the run *options* given."""
     with tempfile.TemporaryDirectory() as cache:
         result = distproc.run(
             processor if processor is not None else DistprocHT(),
@@ -280,6 +278,7 @@ def run_distproc(client: Any, files: list[str], chunksize: int, processor: Any =
             chunksize=chunksize,
             cache_dir=cache,
             progress=False,
+            **options,
         )
     assert not result.partial, result.report.failures
     return result
@@ -302,11 +301,13 @@ def ablation(workers: int, files: list[str], chunksize: int, events: int, nparts
     """distproc with its worker-side optimisations switched off, one at a time (a fresh cluster each)."""
     variants = {"as committed": (), **{f"no {s}": (s,) for s in SWITCHES}, "none of them": SWITCHES}
     for name, off in variants.items():
+        env = {k: v for s in off for k, v in SWITCHES[s].get("env", {}).items()}
+        options = {k: v for s in off for k, v in SWITCHES[s].get("run", {}).items()}
         with distproc_local_client(workers) as client:
-            client.run(_engine_switches, off)
+            client.run(_set_environ, env)  # before the worker's first partition
             client.run(_warm_up, 0.0)
             timer = Timer(list(client.run(os.getpid).values()))
-            _, wall, cpu = timer(run_distproc, client, files, chunksize)
+            _, wall, cpu = timer(run_distproc, client, files, chunksize, **options)
         print(
             f"ablation {name:26s}: {wall:6.2f} s {events / wall / 1e6:5.2f} M ev/s, worker CPU per partition "
             f"user {cpu[0] / nparts * 1e3:5.0f} ms sys {cpu[1] / nparts * 1e3:4.0f} ms  [{load_line()}]",

@@ -16,8 +16,8 @@ import dask
 import pytest
 
 import distproc
+from distproc.allocator import batch_worker_prologue
 from distproc.cluster import backend_names, check_worker_versions, get_backend, open_client
-from distproc.cluster.jobqueue import batch_worker_prologue
 
 HERE = Path(__file__).resolve().parent
 PROCESSOR = f"{HERE / 'services' / 'muon_processor.py'}:MuonPt"

@@ -20,8 +20,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 import distproc
+from distproc.allocator import batch_worker_prologue
 from distproc.cluster import get_backend
-from distproc.cluster.jobqueue import JobqueueBackend, batch_worker_prologue
+from distproc.cluster.jobqueue import JobqueueBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -43,14 +43,18 @@ def reference_muon_pt(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return values, variances
 
 
-def test_histograms_equal_independent_computation(client, fileset, nano_dy, nano_tt, tmp_path):
-    proc = distproc.load_processor(f"{PROCS}:MuonPt")
-    result = run(proc, fileset, tmp_path, cluster=client, chunksize=15)
-    h = result.output["muon_pt"]
-    for dataset, path in (("dy", nano_dy), ("tt", nano_tt)):
+def assert_muon_pt_equals_reference(h, paths: dict[str, Path]) -> None:
+    """*h* (MuonPt's histogram) holds, per dataset, what plain uproot + numpy give for its file."""
+    for dataset, path in paths.items():
         values, variances = reference_muon_pt(path)
         np.testing.assert_allclose(h[{"dataset": dataset}].values(), values, rtol=1e-6)
         np.testing.assert_allclose(h[{"dataset": dataset}].variances(), variances, rtol=1e-6)
+
+
+def test_histograms_equal_independent_computation(client, fileset, nano_dy, nano_tt, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonPt")
+    result = run(proc, fileset, tmp_path, cluster=client, chunksize=15)
+    assert_muon_pt_equals_reference(result.output["muon_pt"], {"dy": nano_dy, "tt": nano_tt})
     assert result.output["events"] == 240
     assert result.output["metadata"] == {("dy", 6077.2), ("tt", 729.8)}  # metadata reached the processor
     report = result.report
@@ -175,10 +179,11 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
     schema built for all of them."""
     from coffea.nanoevents import NanoEventsFactory
 
-    from distproc import reading
+    from distproc.engine.state import WORKER
     from distproc.reading import partition_events, schema_class
 
     path = str(request.getfixturevalue(sample))
+    built = WORKER.built("schema")
     file = uproot.open(path)
     n = file[tree].num_entries
     ranges = [(0, n // 2), (n // 2, n), (0, n // 2)]
@@ -210,5 +215,44 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
             assert ak.array_equal(ak.materialize(events[field]), want, equal_nan=True), field
             compared += 1
         assert compared >= len(ref.fields) // 2
-    uuid = str(file.file.uuid)
-    assert sum(key[0] == uuid for key in reading._SCHEMAS) == 1
+    assert WORKER.built("schema") == built + 1
+
+
+def _processors_held() -> list[str]:
+    """The processor class of each run state this worker process holds."""
+    from distproc.engine.state import WORKER
+
+    return sorted(
+        type(s.loaded_processor).__name__ for s in WORKER.states() if s.loaded_processor is not None
+    )
+
+
+def test_two_runs_at_once_on_one_scheduler(client, fileset, nano_dy, nano_tt, tmp_path):
+    """Two runs sharing a scheduler (as on an ``address`` or ``gateway`` cluster) both give the right
+    result, and the workers hold both runs' state side by side (neither evicts the other's)."""
+    import concurrent.futures
+
+    jets = distproc.load_processor(f"{PROCS}:CoffeaJets")
+    alone = run(jets, {"tt": [str(nano_tt)]}, tmp_path / "alone", cluster=client, chunksize=20).output
+    address = client.scheduler.address
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        muons = pool.submit(
+            run,
+            distproc.load_processor(f"{PROCS}:MuonPt"),
+            fileset,
+            tmp_path / "a",
+            cluster=address,
+            chunksize=15,
+        )
+        both = pool.submit(run, jets, {"tt": [str(nano_tt)]}, tmp_path / "b", cluster=address, chunksize=10)
+        muons, both = muons.result(), both.result()
+    assert not muons.partial
+    assert not both.partial
+    assert_muon_pt_equals_reference(muons.output["muon_pt"], {"dy": nano_dy, "tt": nano_tt})
+    assert muons.output["events"] == 240
+    assert both.output["tt"]["cutflow"] == alone["tt"]["cutflow"]
+    np.testing.assert_array_equal(
+        both.output["tt"]["lead_jet_pt"].values(), alone["tt"]["lead_jet_pt"].values()
+    )
+    held = client.run(_processors_held)
+    assert any({"CoffeaJets", "MuonPt"} <= set(names) for names in held.values()), held

@@ -25,6 +25,7 @@ from coffea.analysis_tools import Weights
 from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
 import distproc.systematics as systematics
+from distproc.engine.state import WORKER, current_state
 from distproc.exceptions import SystematicsError
 from distproc.systematics import (
     BinnedLookup,
@@ -429,7 +430,7 @@ def test_correction_pickles_small_and_loads_once_per_process(
     other = Correction(path, "btag_var")
     assert other(50.0, 0, "up") == pytest.approx(1.075)
     assert len(calls) == 1
-    assert (str(path), sf.digest) in correction_module._CACHE
+    assert current_state().lookup(correction_module.CACHE_KIND, (str(path), sf.digest)) is not None
 
 
 def test_correction_detects_a_changed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,7 +438,7 @@ def test_correction_detects_a_changed_file(tmp_path: Path, monkeypatch: pytest.M
     shutil.copy(CORRECTIONS, path)
     payload = pickle.dumps(Correction(path, "jes_delta"))
     path.write_text(path.read_text() + "\n")
-    monkeypatch.setattr(correction_module, "_CACHE", {})  # as in a fresh worker process
+    WORKER.clear(correction_module.CACHE_KIND)  # as in a fresh worker process
     clone = pickle.loads(payload)
     with pytest.raises(SystematicsError, match="changed since the Correction was created"):
         clone(50.0, 1.0)

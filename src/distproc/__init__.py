@@ -10,7 +10,7 @@ Examples
 from __future__ import annotations
 
 from distproc.config import RunConfig, load_config
-from distproc.engine import RunResult, run
+from distproc.engine import run
 from distproc.exceptions import (
     ClusterError,
     ConfigError,
@@ -25,7 +25,7 @@ from distproc.exceptions import (
 from distproc.inference import OnnxModel
 from distproc.io import load, save
 from distproc.processor import Processor, load_processor
-from distproc.report import RunReport
+from distproc.report import RunReport, RunResult
 from distproc.systematics import (
     BinnedLookup,
     Correction,

@@ -33,8 +33,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "skip_bad_files": (bool,),
     "cache_dir": (str, type(None)),
     "progress": (bool, type(None)),
+    "open_files": (int,),
+    "local_reads": (str,),
 }
-_MINIMUM = {"chunksize": 1, "max_chunks": 1, "split_every": 2, "retries": 0}
+_MINIMUM = {"chunksize": 1, "max_chunks": 1, "split_every": 2, "retries": 0, "open_files": 0}
+#: Options with a fixed set of values.
+_CHOICES = {"local_reads": ("thread", "fsspec")}
 #: Keys of a run YAML besides the run options.
 _RUN_KEYS = {"processor", "fileset", "cluster", "output"}
 
@@ -54,6 +58,9 @@ def _check(key: str, value: Any, source: str | None) -> Any:
         raise ConfigError(msg, key=key, source=source)
     if key in _MINIMUM and value is not None and value < _MINIMUM[key]:
         msg = f"{key} must be at least {_MINIMUM[key]}, got {value!r}"
+        raise ConfigError(msg, key=key, source=source)
+    if key in _CHOICES and value not in _CHOICES[key]:
+        msg = f"{key} must not be {value!r}. {format_options(value, _CHOICES[key], 'values')}"
         raise ConfigError(msg, key=key, source=source)
     return value
 

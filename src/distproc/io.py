@@ -23,12 +23,10 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distproc._paths import atomic_write
-
-if TYPE_CHECKING:
-    from distproc.engine import RunResult
+from distproc.report import RunReport, RunResult
 
 __all__ = ("is_category", "iter_hists", "load", "save", "write_histograms")
 
@@ -135,9 +133,6 @@ def load(directory: str | os.PathLike[str]) -> RunResult:
     False
     """
     import pickle
-
-    from distproc.engine import RunResult
-    from distproc.report import RunReport
 
     directory = Path(directory)
     with open(directory / "output.pkl", "rb") as f:

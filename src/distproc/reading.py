@@ -7,17 +7,15 @@ partitions (file, tree, entry range).
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import os
 import struct
-import threading
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from distproc._compat import schema_with_form, tree_base_form
 from distproc._paths import is_remote
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
 
@@ -70,17 +68,16 @@ def _configure_xrootd() -> None:
             EnvPutInt(name, value)
 
 
-#: Local files are read with plain file reads in the thread that asks (uproot's
-#: ``MultithreadedFileSource`` without threads). uproot's default for them, fsspec, hands every read to
-#: its own event-loop thread; the two threads trading the GIL cost about 10 ms of CPU per 100k-event
-#: partition of the throughput benchmark (86 -> 76 ms, benchmarks/README.md). A file is used by one
-#: task at a time (see ``distproc.engine``), so it needs no locking. Memory-mapping (``MemmapSource``)
-#: was as fast but puts the mapped file in the worker's RSS, which Dask's memory limits count.
-_LOCAL_READS_IN_THREAD = True
-
-
-def _uproot_open(path: str) -> Any:
+def _uproot_open(path: str, local_reads: str = "thread") -> Any:
     """``uproot.open(path)`` with bounded XRootD timeouts; a missing remote file is not transient.
+
+    With *local_reads* ``"thread"`` (the ``local_reads`` run option), local files are read with plain
+    file reads in the thread that asks (uproot's ``MultithreadedFileSource`` without threads). uproot's
+    default for them (``"fsspec"``) hands every read to fsspec's event-loop thread; the two threads
+    trading the GIL cost about 10 ms of CPU per 100k-event partition of the throughput benchmark (86 -> 76
+    ms, benchmarks/README.md). A file is used by one task at a time (see
+    :class:`distproc.engine.state.RunState`), so it needs no locking. Memory-mapping (``MemmapSource``)
+    was as fast but puts the mapped file in the worker's RSS, which Dask's memory limits count.
 
     After a failed XRootD open the file handles fsspec-xrootd keeps open for reuse are dropped: once the
     server restarted or the connection broke they are dead ("I/O operation on closed file"), and a retry
@@ -88,7 +85,7 @@ def _uproot_open(path: str) -> Any:
     """
     import uproot
 
-    if _LOCAL_READS_IN_THREAD and not is_remote(path):
+    if local_reads == "thread" and not is_remote(path):
         return uproot.open(
             path.removeprefix("file://"), handler=uproot.MultithreadedFileSource, use_threads=False
         )
@@ -272,29 +269,23 @@ def partition_events(
     metadata: dict[str, Any] | None = None,
     retries: int = 3,
     file: Any = None,
+    local_reads: str = "thread",
 ) -> tuple[Any, Any]:
     """Open one partition as coffea NanoEvents in virtual mode (only the branches used are read).
 
     Returns ``(events, file)``; the caller closes *file* when done (its ``source`` counts bytes read).
     *file*, the file a previous call returned for the same *path*, is read again instead of reopening
-    *path*: its tree's metadata is then not read and parsed again.
+    *path*: its tree's metadata is then not read and parsed again. *local_reads* is the run option of
+    that name (see :func:`_uproot_open`).
     """
     schema_cls = schema_class(schema)
     if file is None:
-        file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
+        file = with_retries(lambda: _uproot_open(path, local_reads), what=path, retries=retries)
     with warnings.catch_warnings():
         for message in _SCHEMA_NOISE:
             warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
         events = _virtual_events(file, treename, entry_start, entry_stop, schema_cls, metadata)
     return events, file
-
-
-#: NanoEvents schemas by (file UUID, tree path, schema class), most recently used last; per process. A
-#: schema is built from the tree's base form (every interpretable branch's awkward form) and depends on
-#: neither the entry range nor the metadata (which names the partition: filename, entrystart, ...).
-_SCHEMAS: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
-_SCHEMAS_LOCK = threading.Lock()
-_MAX_SCHEMAS = 16
 
 
 def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> Any:
@@ -304,29 +295,26 @@ def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> 
     file (1500 branches) that was most of the cost of a partition's NanoEvents, and the same for every
     partition of the file (``benchmarks/nanoevents.py``). The cached schema is built without metadata;
     each partition gets a shallow copy whose form carries ``{**metadata, **what the schema adds}`` (the
-    NanoAOD schema adds its ``version``), as ``from_root`` would give.
+    NanoAOD schema adds its ``version``), as ``from_root`` would give. Schemas are kept in the run's
+    worker state (:func:`distproc.engine.state.current_state`, at most its ``MAX_ENTRIES``), by (file
+    UUID, tree path, schema class): a schema depends on neither the entry range nor the metadata.
     """
-    from coffea.nanoevents.mapping import UprootSourceMapping
+    from distproc.engine.state import current_state
+
+    def build() -> Any:
+        base_form = tree_base_form(tree)
+        base_form["typenames"] = tree.typenames()
+        return schema_cls(base_form)
 
     key = (str(tree.file.uuid), tree.object_path, f"{schema_cls.__module__}.{schema_cls.__qualname__}")
-    with _SCHEMAS_LOCK:
-        schema = _SCHEMAS.get(key)
-        if schema is not None:
-            _SCHEMAS.move_to_end(key)
-    if schema is None:
-        base_form = UprootSourceMapping._extract_base_form(tree)
-        base_form["typenames"] = tree.typenames()
-        schema = schema_cls(base_form)
-        with _SCHEMAS_LOCK:
-            _SCHEMAS[key] = schema
-            while len(_SCHEMAS) > _MAX_SCHEMAS:
-                _SCHEMAS.popitem(last=False)
-    form = schema._form
-    parameters = dict(form.get("parameters", {}))
-    parameters["metadata"] = {**(metadata or {}), **parameters.get("metadata", {})}
-    partition_schema = copy.copy(schema)
-    partition_schema._form = {**form, "parameters": parameters}
-    return partition_schema
+    schema = current_state().cached("schema", key, build)
+
+    def with_metadata(form: dict[str, Any]) -> dict[str, Any]:
+        parameters = dict(form.get("parameters", {}))
+        parameters["metadata"] = {**(metadata or {}), **parameters.get("metadata", {})}
+        return {**form, "parameters": parameters}
+
+    return schema_with_form(schema, with_metadata)
 
 
 def _virtual_events(

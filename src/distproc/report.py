@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ("DatasetReport", "PartitionFailure", "PartitionStat", "RunReport")
+__all__ = ("DatasetReport", "PartitionFailure", "PartitionStat", "RunReport", "RunResult")
 
 
 @dataclass(frozen=True)
@@ -146,3 +146,27 @@ class RunReport:
         }
         data["failures"] = [PartitionFailure(**f) for f in data.get("failures", [])]
         return cls(**data)
+
+
+@dataclass
+class RunResult:
+    """What :func:`distproc.run` returns: the reduced ``output`` and the run ``report``.
+
+    Examples
+    --------
+    >>> from distproc.report import RunReport, RunResult
+    >>> report = RunReport.build(
+    ...     stats=[], failures=[], planned={}, planned_partitions=0, wall_seconds=1.0, preprocess_seconds=0.1
+    ... )
+    >>> result = RunResult(output={}, report=report)
+    >>> result.partial
+    False
+    """
+
+    output: Any
+    report: RunReport
+
+    @property
+    def partial(self) -> bool:
+        """True when some partitions failed or files were skipped (their events are missing)."""
+        return self.report.partial

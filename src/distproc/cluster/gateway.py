@@ -11,14 +11,12 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from distproc._compat import forget_gateway_loop
+from distproc.allocator import NANNY_ENVIRON
 from distproc.cluster.base import ClusterBackend, register
 from distproc.exceptions import ClusterError, ConfigError, format_options
 
 __all__ = ("GatewayBackend",)
-
-#: Worker environment (as in :func:`distproc.cluster.jobqueue.batch_worker_prologue`), applied when the
-#: gateway exposes an ``environment`` cluster option.
-_WORKER_ENV = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
 
 
 def _import_gateway() -> Any:
@@ -83,7 +81,7 @@ class GatewayBackend(ClusterBackend):
                 raise ConfigError(msg, key=f"cluster.cluster_options.{key}")
             opts[key] = value
         if "environment" in opts:
-            opts["environment"] = {**_WORKER_ENV, **dict(opts["environment"] or {})}
+            opts["environment"] = {**NANNY_ENVIRON, **dict(opts["environment"] or {})}
         return gateway.new_cluster(opts)
 
     @contextlib.contextmanager
@@ -123,17 +121,7 @@ class GatewayBackend(ClusterBackend):
                     cluster.close()
                 else:
                     cluster.shutdown()
-                _forget_loop(cluster.gateway)  # closed by close()/shutdown() above
+                forget_gateway_loop(cluster.gateway)  # closed by close()/shutdown() above
         finally:
             gateway.close()
-            _forget_loop(gateway)
-
-
-def _forget_loop(gateway: Any) -> None:
-    """Keep a closed dask-gateway client from being closed again when garbage-collected.
-
-    ``Gateway.__del__`` closes it again, which raises once its event loop has stopped (dask-gateway
-    2026.3 with distributed 2025.3); without a loop runner ``__del__`` does nothing.
-    """
-    with contextlib.suppress(AttributeError):
-        del gateway._loop_runner
+            forget_gateway_loop(gateway)

@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from distproc.allocator import batch_worker_prologue
 from distproc.cluster.base import ClusterBackend, register
 from distproc.exceptions import ClusterError, ConfigError
 
@@ -29,7 +30,6 @@ __all__ = (
     "PBSBackend",
     "SGEBackend",
     "SlurmBackend",
-    "batch_worker_prologue",
 )
 
 #: Options every dask-jobqueue kind accepts (``None``: dask-jobqueue's configuration decides).
@@ -58,31 +58,6 @@ _COMMON: dict[str, Any] = {
 }
 #: Options that are distproc's, not dask-jobqueue keyword arguments.
 _OWN = ("jobs", "minimum_jobs", "maximum_jobs", "start_timeout")
-
-
-def batch_worker_prologue() -> list[str]:
-    """Job-script lines giving batch workers the environment the ``local`` back-end gives its workers.
-
-    distributed's nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` to each worker process (see
-    :func:`distproc.cluster.local.worker_environ` for why that is costly for awkward workloads). An
-    environment variable cannot unset it — the nanny lets the OS value win but sets the default when
-    the variable is absent — so the second line removes the key from the nanny's configuration, which
-    leaves glibc's adaptive default in force, as in the ``local`` back-end. The first line drops a value
-    the job inherited from the submitting process (batch systems export its environment, and any nanny
-    that ran in that process set the variable there).
-
-    Examples
-    --------
-    >>> from distproc.cluster.jobqueue import batch_worker_prologue
-    >>> for line in batch_worker_prologue():
-    ...     print(line)
-    unset MALLOC_TRIM_THRESHOLD_
-    export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{"MALLOC_TRIM_THRESHOLD_": None}'
-    """
-    return [
-        "unset MALLOC_TRIM_THRESHOLD_",
-        "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{\"MALLOC_TRIM_THRESHOLD_\": None}'",
-    ]
 
 
 class JobqueueBackend(ClusterBackend):

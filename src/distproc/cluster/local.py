@@ -8,24 +8,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from distproc.allocator import worker_environ
 from distproc.cluster.base import ClusterBackend, register
 
 logger = logging.getLogger(__name__)
-
-
-def worker_environ() -> dict[str, object]:
-    """distributed's pre-spawn worker environment without ``MALLOC_TRIM_THRESHOLD_``.
-
-    The nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` to workers; for awkward workloads that made glibc
-    return memory to the OS after nearly every allocation, costing about 6x the system CPU time on the
-    machines this was measured on. Must be read after importing distributed (which sets the default).
-    """
-    import dask
-    import distributed  # noqa: F401  (installs the default being edited)
-
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    return env
 
 
 #: Dask settings distproc's local clusters use where distributed's default is still set:

@@ -26,6 +26,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from distproc._compat import awkward_error_context
 from distproc.exceptions import InferenceInputError, format_options
 from distproc.inference._spec import TensorSpec, check_dtype, check_shape
 from distproc.inference.backends import import_cupy, is_cupy
@@ -52,12 +53,7 @@ def lazy_awkward_errors(values: Iterable[Any]) -> Iterator[None]:
     if not any(backend_of(v) == "cuda" for v in values):
         yield
         return
-    try:
-        from awkward._errors import OperationErrorContext  # private: only a speed-up if it moves
-    except ImportError:
-        yield
-        return
-    with OperationErrorContext("distproc.inference.OnnxModel", (), {}):
+    with awkward_error_context("distproc.inference.OnnxModel"):
         yield
 
 

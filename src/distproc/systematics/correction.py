@@ -1,11 +1,10 @@
-"""correctionlib corrections that pickle as (path, name, hash) and load once per worker process."""
+"""correctionlib corrections that pickle as (path, name, hash) and load once per run on each worker."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
-import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,9 +16,9 @@ from distproc.systematics._arrays import bind_inputs, check_numeric, map_flat
 
 __all__ = ("Correction", "load_correction_set")
 
-# (absolute path, sha256 of the file's bytes) -> compiled correctionlib.CorrectionSet, per process.
-_CACHE: dict[tuple[str, str], Any] = {}
-_LOCK = threading.Lock()
+#: The kind of the compiled correction sets in a run's worker state
+#: (:class:`distproc.engine.state.RunState`), keyed by (absolute path, sha256 of the file's bytes).
+CACHE_KIND = "correction"
 
 
 def _read(path: str) -> bytes:
@@ -45,10 +44,11 @@ def _parse(raw: bytes, path: str) -> Any:
 
 
 def load_correction_set(path: str | os.PathLike[str], digest: str | None = None) -> tuple[str, Any]:
-    """Load (or fetch from this process's cache) a compiled :class:`correctionlib.CorrectionSet`.
+    """Load (or fetch from the run's worker state) a compiled :class:`correctionlib.CorrectionSet`.
 
-    The cache is keyed by absolute path and the SHA-256 of the file's bytes, so a file is parsed once
-    per worker process; a file edited in place gets a new key.
+    The cache (:func:`distproc.engine.state.current_state`) is keyed by absolute path and the SHA-256 of
+    the file's bytes, so a file is parsed once per run on each worker process (outside a run, once per
+    process); a file edited in place gets a new key.
 
     Parameters
     ----------
@@ -71,21 +71,23 @@ def load_correction_set(path: str | os.PathLike[str], digest: str | None = None)
     >>> load_correction_set("processors/data/corrections.json", digest)[1] is cset
     True
     """
+    from distproc.engine.state import current_state
+
     abspath = os.path.abspath(os.fspath(path))
-    if digest is not None and (abspath, digest) in _CACHE:
-        return digest, _CACHE[abspath, digest]
-    with _LOCK:
-        raw = _read(abspath)
-        actual = hashlib.sha256(raw).hexdigest()
-        if digest is not None and actual != digest:
-            msg = (
-                f"correction file {abspath} changed since the Correction was created: expected sha256 "
-                f"{digest[:16]}..., found {actual[:16]}...; restore the file or re-create the Correction"
-            )
-            raise SystematicsError(msg)
-        if (abspath, actual) not in _CACHE:
-            _CACHE[abspath, actual] = _parse(raw, abspath)
-        return actual, _CACHE[abspath, actual]
+    state = current_state()
+    if digest is not None:
+        cset = state.lookup(CACHE_KIND, (abspath, digest))
+        if cset is not None:
+            return digest, cset
+    raw = _read(abspath)
+    actual = hashlib.sha256(raw).hexdigest()
+    if digest is not None and actual != digest:
+        msg = (
+            f"correction file {abspath} changed since the Correction was created: expected sha256 "
+            f"{digest[:16]}..., found {actual[:16]}...; restore the file or re-create the Correction"
+        )
+        raise SystematicsError(msg)
+    return actual, state.cached(CACHE_KIND, (abspath, actual), lambda: _parse(raw, abspath))
 
 
 def _available(cset: Any) -> list[str]:
@@ -97,7 +99,7 @@ class Correction:
 
     The object holds only the file's absolute path, the correction name and the file's SHA-256, so
     pickling it (e.g. inside a Dask graph) costs a few hundred bytes; the compiled CorrectionSet is
-    loaded once per process by :func:`load_correction_set` and cached there.
+    loaded once per run on each worker process by :func:`load_correction_set` and cached there.
 
     Calling it binds arguments to the correction's inputs (by position or by input name), flattens
     jagged arrays, calls correctionlib's vectorised ``evaluate`` once and rebuilds the structure.

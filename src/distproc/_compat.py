@@ -1,0 +1,118 @@
+"""Every use of a private API of distproc's dependencies, in one place, each with its reason.
+
+These are speed-ups and work-arounds that public APIs do not offer. Each function says what it relies on
+and what happens where it is missing; :data:`CHECKED_WITH` names the versions they were checked with, and
+``tests/test_compat.py`` fails with a clear message when the installed versions differ (then re-check each
+function here against the new release and update :data:`CHECKED_WITH`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = (
+    "CHECKED_WITH",
+    "awkward_error_context",
+    "forget_gateway_loop",
+    "schema_with_form",
+    "send_graph",
+    "task_ref",
+    "tree_base_form",
+)
+
+#: Distribution → version the private APIs below were checked with.
+CHECKED_WITH = {
+    "dask": "2025.3.1",
+    "distributed": "2025.3.1",
+    "coffea": "2026.9.0",
+    "awkward": "2.14.0",
+    "dask-gateway": "2026.3.0",
+}
+
+
+def send_graph(client: Any, graph: dict[Any, Any], keys: list[Any], priority: Mapping[Any, int]) -> list[Any]:
+    """``client.get(graph, keys, sync=False)`` with the task priorities given (no ``dask.order`` then).
+
+    Private: ``Client._graph_to_futures(..., internal_priority=...)`` and
+    ``distributed.spans.SpanMetadata``. Where ``_graph_to_futures`` or its ``internal_priority`` is
+    missing, the graph goes through the public ``client.get`` and the scheduler orders it.
+    """
+    send = getattr(client, "_graph_to_futures", None)
+    if send is None or "internal_priority" not in inspect.signature(send).parameters:
+        return list(client.get(graph, keys, sync=False))
+    from distributed.spans import SpanMetadata
+
+    futures = send(
+        graph,
+        keys=set(keys),
+        span_metadata=SpanMetadata(collections=[{"type": "low-level-graph"}]),
+        internal_priority={k: priority[k] for k in graph},
+        fifo_timeout="60s",  # what client.get passes: both graphs of a run share one generation
+    )
+    return [futures[k] for k in keys]
+
+
+def task_ref(key: Any) -> Any:
+    """A reference to *key*, a key of a graph sent earlier, for a task argument of a later graph.
+
+    Private: ``dask._task_spec.TaskRef`` (dask ≥ 2024.12 reads a plain key in a task's arguments as data
+    unless the key is in the same graph). Without it, the key itself (which older dask reads as a
+    reference).
+    """
+    try:
+        from dask._task_spec import TaskRef
+    except ImportError:
+        return key
+    return TaskRef(key)
+
+
+def tree_base_form(tree: Any) -> dict[str, Any]:
+    """The awkward form of every interpretable branch of *tree*, as coffea's NanoEvents builds it.
+
+    Private: ``coffea.nanoevents.mapping.UprootSourceMapping._extract_base_form`` (no public equivalent;
+    coffea is pinned exactly).
+    """
+    from coffea.nanoevents.mapping import UprootSourceMapping
+
+    return UprootSourceMapping._extract_base_form(tree)
+
+
+def schema_with_form(schema: Any, edit: Any) -> Any:
+    """A shallow copy of a NanoEvents *schema* whose form is ``edit(form)`` (*schema* is unchanged).
+
+    Private: the ``_form`` attribute of coffea's ``BaseSchema``.
+    """
+    copied = copy.copy(schema)
+    copied._form = edit(schema._form)
+    return copied
+
+
+@contextlib.contextmanager
+def awkward_error_context(name: str) -> Iterator[None]:
+    """An outer awkward operation context: inner operations format their arguments only on error.
+
+    Private: ``awkward._errors.OperationErrorContext``; where it is missing this does nothing (it is only a
+    speed-up).
+    """
+    try:
+        from awkward._errors import OperationErrorContext
+    except ImportError:
+        yield
+        return
+    with OperationErrorContext(name, (), {}):
+        yield
+
+
+def forget_gateway_loop(gateway: Any) -> None:
+    """Keep a closed dask-gateway client from being closed again when garbage-collected.
+
+    ``Gateway.__del__`` closes it again, which raises once its event loop has stopped (dask-gateway
+    2026.3 with distributed 2025.3); without a loop runner ``__del__`` does nothing. Private: the
+    ``_loop_runner`` attribute; where it is missing there is nothing to forget.
+    """
+    with contextlib.suppress(AttributeError):
+        del gateway._loop_runner

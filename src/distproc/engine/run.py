@@ -1,0 +1,158 @@
+"""``run()``: from a fileset to one reduced accumulator on any Dask cluster.
+
+Plans the partitions (:mod:`distproc.partitioning`), builds the graph (:mod:`distproc.engine.graph`:
+one task per partition, which opens that partition's entries as NanoEvents in virtual mode, runs
+``processor.process`` and records timing, bytes read and any exception, followed by a tree reduction on
+the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and assembles the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from distproc.cluster import open_client
+from distproc.config import resolve_run_options
+from distproc.engine.graph import build_graph
+from distproc.engine.submit import submit_graph
+from distproc.engine.worker import Partial
+from distproc.fileset import normalize_fileset
+from distproc.partitioning import plan_partitions
+from distproc.progress import track
+from distproc.report import RunReport, RunResult
+
+__all__ = ("run",)
+
+
+def run(
+    processor: Any,
+    fileset: Mapping[str, Any],
+    *,
+    cluster: Any = None,
+    workers: int | None = None,
+    chunksize: int | None = None,
+    max_chunks: int | None = None,
+    schema: str | None = None,
+    treename: str | None = None,
+    split_every: int | None = None,
+    retries: int | None = None,
+    skip_bad_files: bool | None = None,
+    cache_dir: str | None = None,
+    progress: bool | None = None,
+    base_dir: str | None = None,
+    open_files: int | None = None,
+    local_reads: str | None = None,
+) -> RunResult:
+    """Run *processor* over *fileset* on a Dask cluster and return the reduced output and a report.
+
+    Parameters
+    ----------
+    processor
+        A :class:`distproc.Processor` or any coffea ``ProcessorABC``.
+    fileset
+        Coffea-format fileset (see :func:`distproc.fileset.normalize_fileset`).
+    cluster
+        ``None`` (a LocalCluster with *workers* processes, default one per core), a scheduler address
+        (``tcp://…``/``tls://…``), a :class:`distributed.Client`, a cluster kind name or a mapping
+        ``{"kind": ..., **options}`` (see :mod:`distproc.cluster`).
+    chunksize
+        Events per partition (default 100 000).
+    max_chunks
+        At most this many partitions per dataset (quick tests).
+    schema
+        ``"nanoaod"`` (default), ``"physlite"`` or ``"base"`` (flat ntuples).
+    split_every
+        Fan-in of the tree reduction on the workers (default 8).
+    skip_bad_files
+        Skip unreadable files (listed in the report, result marked partial) instead of raising.
+    open_files
+        Input files each worker process keeps open for the run's next partitions of them (default 4;
+        0: reopen the file for every partition).
+    local_reads
+        How local files are read: ``"thread"`` (default; plain reads in the task's thread) or
+        ``"fsspec"`` (uproot's default source, which reads in fsspec's event-loop thread).
+
+    Unset options fall back to ``DISTPROC_*`` environment variables, then to the shipped defaults
+    (see :mod:`distproc.config`).
+
+    Returns
+    -------
+    RunResult
+        ``output`` (after ``processor.postprocess``) and ``report``. If a partition raised, the others
+        still ran: the failure is in ``report.failures`` and ``result.partial`` is true.
+
+    Examples
+    --------
+    >>> import distproc
+    >>> result = distproc.run(MyProcessor(), {"dy": ["dy.root"]}, workers=2)  # doctest: +SKIP
+    >>> result.report.events_per_second  # doctest: +SKIP
+    """
+    opts = resolve_run_options(
+        chunksize=chunksize,
+        max_chunks=max_chunks,
+        schema=schema,
+        treename=treename,
+        split_every=split_every,
+        retries=retries,
+        skip_bad_files=skip_bad_files,
+        cache_dir=cache_dir,
+        progress=progress,
+        open_files=open_files,
+        local_reads=local_reads,
+    )
+    datasets = normalize_fileset(fileset, treename=opts["treename"], base_dir=base_dir)
+    from distproc.reading import schema_class
+
+    schema_class(opts["schema"])  # fail on a bad schema name before starting anything
+    start = time.perf_counter()
+    with open_client(cluster, workers=workers) as client:
+        dashboard = str(getattr(client, "dashboard_link", "") or "")
+        table, bad_files = plan_partitions(
+            datasets,
+            chunksize=opts["chunksize"],
+            client=client,
+            max_chunks=opts["max_chunks"],
+            cache_dir=opts["cache_dir"],
+            skip_bad_files=opts["skip_bad_files"],
+            retries=opts["retries"],
+        )
+        preprocess_seconds = time.perf_counter() - start
+        graph, partition_keys, final_key = build_graph(
+            processor,
+            table,
+            split_every=opts["split_every"],
+            schema=opts["schema"],
+            retries=opts["retries"],
+            open_files=opts["open_files"],
+            local_reads=opts["local_reads"],
+        )
+        final, partition_futures = submit_graph(
+            client, graph, partition_keys, final_key, keep_partitions=bool(opts["progress"])
+        )
+        if partition_futures:
+            track(
+                partition_futures,
+                [table.stops[i] - table.starts[i] for i in range(len(table))],
+                enabled=True,
+                dashboard=dashboard,
+            )
+        reduced: Partial = final.result()
+        cluster_repr = repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
+    wall = time.perf_counter() - start
+    output = reduced.output
+    if output is not None and hasattr(processor, "postprocess"):
+        post = processor.postprocess(output)
+        output = output if post is None else post
+    report = RunReport.build(
+        stats=reduced.stats,
+        failures=reduced.failures,
+        planned=table.events_per_dataset(),
+        planned_partitions=len(table),
+        wall_seconds=wall,
+        preprocess_seconds=preprocess_seconds,
+        skipped_files=[str(e) for e in bad_files],
+        cluster=cluster_repr,
+        dashboard=dashboard,
+    )
+    return RunResult(output=output if output is not None else {}, report=report)

@@ -1,0 +1,62 @@
+"""Sending a run's graph to the scheduler in two parts, with its task priorities.
+
+Workers start on the first partitions while the scheduler takes in the rest of a big job. The private
+distributed and dask APIs this needs are in :mod:`distproc._compat`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distproc._compat import send_graph, task_ref
+from distproc.engine.graph import post_order
+from distproc.engine.worker import merge
+
+__all__ = ("submit_graph",)
+
+#: The first graph sent holds this many partitions per worker thread (at least :data:`_FIRST_BATCH_MIN`),
+#: so workers start on them while the scheduler takes in the rest of a big job.
+_FIRST_BATCH_PER_THREAD = 4
+_FIRST_BATCH_MIN = 16
+
+
+def submit_graph(
+    client: Any, graph: dict[Any, Any], partition_keys: list[Any], final_key: Any, *, keep_partitions: bool
+) -> tuple[Any, list[Any]]:
+    """Send a :func:`~distproc.engine.graph.build_graph` graph to the scheduler; returns the final future
+    and, with *keep_partitions*, one future per partition (for progress; release each once done).
+
+    A big job goes as two graphs: the shared keys and the first few partitions, which workers start on at
+    once, then the rest (partitions and the reduction, which refers to the first graph's keys). The
+    scheduler takes in one client's messages in order, so the second graph is in before any of the first
+    graph's futures is released. Without *keep_partitions* the client holds no partition futures at all:
+    each partition's output is dropped by the scheduler as soon as its reduction has consumed it, and
+    10^4 futures are neither created nor tracked.
+    """
+    priority = post_order(graph, final_key)
+    threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+    first = max(_FIRST_BATCH_MIN, _FIRST_BATCH_PER_THREAD * threads)
+    if len(partition_keys) <= 2 * first:
+        futures = send_graph(
+            client, graph, [final_key, *(partition_keys if keep_partitions else ())], priority
+        )
+        return futures[0], futures[1:]
+    shared = [k for k in graph if isinstance(k, str)]
+    head = partition_keys[:first]
+    sent = {*shared, *head}
+    head_futures = send_graph(client, {k: graph[k] for k in sent}, [*shared, *head], priority)
+
+    refs = {k: task_ref(k) for k in sent}  # one reference object per key, shared by all tasks
+    rest = {}
+    for key, task in graph.items():
+        if key in sent:
+            continue
+        if task[0] is merge:
+            rest[key] = (merge, [refs.get(k, k) for k in task[1]])
+        else:
+            rest[key] = (task[0], *[refs.get(a, a) if type(a) is str else a for a in task[1:]])
+    tail = partition_keys[first:] if keep_partitions else []
+    futures = send_graph(client, rest, [final_key, *tail], priority)
+    for future in head_futures[: len(shared)] if keep_partitions else head_futures:
+        future.release()
+    return futures[0], [*head_futures[len(shared) :], *futures[1:]] if keep_partitions else []
