@@ -236,7 +236,7 @@ def write_yaml(path: Path, text: str) -> Path:
             "poi: mu\nregions: [{name: SR}]\nsamples: [{name: s, norm_factor: mu}]\n"
             "data: {pseudodata: {s: 1}, asimov: {mu: 1}}\n",
             "data",
-            "exactly one of 'pseudodata'",
+            "exactly one of 'observed'",
         ),
         ("poi: [\n", None, "not valid YAML"),
     ],
