@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import hist
@@ -140,6 +143,8 @@ def test_asimov_fit_recovers_injected_normalisation(output_dir: Path, tmp_path: 
     for name in ("lumi", "jes", "eff", "generator"):
         assert summary.parameters[name][0] == pytest.approx(0.0, abs=0.01)
     written = json.loads((tmp_path / "fit.json").read_text())
+    assert written["valid"] is True
+    assert written["minimizer"]["covariance"] == "accurate"
     assert written["poi"] == {"name": "mu", "value": summary.value, "uncertainty": summary.uncertainty}
     labels = written["correlation"]["labels"]
     matrix = np.array(written["correlation"]["matrix"])
@@ -287,3 +292,93 @@ def test_parse_docstring_example() -> None:
     assert cfg.norm_factors == {"mu": ["signal"]}
     assert cfg.systematics[0].normalization == (0.03, -0.03)
     assert cfg.systematics[1].down is None
+
+
+def write_single_region(out: Path, yields: dict[str, np.ndarray]) -> Path:
+    """histograms.root with one histogram per dataset at SR/<dataset> (no variation axis)."""
+    h = hist.Hist(
+        hist.axis.StrCategory([], name="process", growth=True),
+        hist.axis.Variable(EDGES, name="observable"),
+        storage=hist.storage.Weight(),
+    )
+    for dataset, values in yields.items():
+        h.fill(process=dataset, observable=CENTERS, weight=values)
+    write_histograms({"SR": h}, out / "histograms.root")
+    return out
+
+
+SINGLE_REGION = {
+    "path": "{region}/{sample}",  # no {variation}: these datasets have none
+    "poi": "mu",
+    "regions": [{"name": "SR"}],
+    "samples": [{"name": "signal", "norm_factor": "mu"}, {"name": "background"}],
+    "systematics": [
+        {"name": "lumi", "normalization": 0.03},
+        {"name": "generator", "samples": ["signal"], "up": {"sample": "signal_alt"}},
+    ],
+    "plots": False,
+}
+
+
+def test_path_without_variation_placeholder(tmp_path: Path) -> None:
+    signal = YIELDS["SR", "signal"]
+    write_single_region(
+        tmp_path,
+        {"signal": signal, "signal_alt": signal * 1.05, "background": YIELDS["SR", "background"]},
+    )
+    summary = fit(tmp_path, SINGLE_REGION | {"data": {"asimov": {"mu": 0.9}}})
+    assert summary.valid
+    assert abs(summary.value - 0.9) <= np.sqrt(summary.minimizer["edm_goal"]) * summary.uncertainty
+    bad = SINGLE_REGION | {
+        "systematics": [{"name": "jes", "up": {"variation": "jes_up"}}],
+        "data": {"asimov": {}},
+    }
+    with pytest.raises(ConfigError, match=r"path '\{region\}/\{sample\}' has no \{variation\}") as excinfo:
+        parse_fit_config(bad)
+    assert excinfo.value.key == "systematics[0].up.variation"
+
+
+def test_observed_data_is_a_dataset_of_the_run(tmp_path: Path) -> None:
+    signal, background = YIELDS["SR", "signal"], YIELDS["SR", "background"]
+    counts = np.round(1.3 * signal + background)  # a data dataset (is_data: true in its fileset), weights 1
+    write_single_region(
+        tmp_path, {"signal": signal, "signal_alt": signal * 1.05, "background": background, "data": counts}
+    )
+    summary = fit(tmp_path, SINGLE_REGION | {"data": {"observed": "data"}})
+    assert summary.data == "observed"
+    assert summary.valid
+    workspace = json.loads((tmp_path / "workspace.json").read_text())
+    assert workspace["observations"] == [{"name": "SR", "data": counts.tolist()}]  # doubles in, doubles out
+    assert abs(summary.value - 1.3) < 2 * summary.uncertainty
+
+
+def test_invalid_fit_exits_3_and_says_so_once(tmp_path: Path) -> None:
+    import yaml
+
+    background = YIELDS["SR", "background"].copy()
+    background[2] = -500.0  # a negative template bin: the Poisson likelihood is NaN wherever it wins
+    write_single_region(
+        tmp_path,
+        {"signal": YIELDS["SR", "signal"], "signal_alt": YIELDS["SR", "signal"], "background": background},
+    )
+    config = write_yaml(
+        tmp_path / "fit.yaml", yaml.safe_dump(SINGLE_REGION | {"data": {"asimov": {"mu": 1.0}}})
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "distproc.cli", "fit", str(tmp_path), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        check=False,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stdout == ""  # no Minuit chatter, no result
+    assert done.stderr.startswith("error: the fit did not converge (")
+    assert done.stderr.count("\n") == 1
+    assert str(tmp_path / "fit.log") in done.stderr
+    written = json.loads((tmp_path / "fit.json").read_text())
+    assert written["valid"] is False
+    assert written["minimizer"]["reason"]
+    log = (tmp_path / "fit.log").read_text()
+    assert "FCN result is NaN" in log  # Minuit's own warnings are kept, in the log
+    assert not list(tmp_path.glob("*.png"))

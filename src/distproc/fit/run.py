@@ -96,10 +96,21 @@ def _config(config: Any) -> FitConfig:
     return load_fit_config(config)
 
 
+def _json_safe(content: Any) -> Any:
+    """*content* with every NaN or infinity (an invalid fit's) as None: fit.json stays standard JSON."""
+    if isinstance(content, float):
+        return content if np.isfinite(content) else None
+    if isinstance(content, Mapping):
+        return {k: _json_safe(v) for k, v in content.items()}
+    if isinstance(content, list | tuple):
+        return [_json_safe(v) for v in content]
+    return content
+
+
 def _atomic_json(path: Path, content: Any) -> None:
     from distproc.io import atomic_write_bytes
 
-    atomic_write_bytes(path, (json.dumps(content, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(_json_safe(content), indent=1, allow_nan=False) + "\n").encode())
 
 
 def build_workspace(histograms: str | os.PathLike[str], config: Any) -> dict[str, Any]:
