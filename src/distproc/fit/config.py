@@ -18,8 +18,10 @@ Example (``processors/fit.yaml`` holds the AGC's)::
     data:
       pseudodata: {ttbar_me_var: 0.5, ttbar_ps_var: 0.5, wjets: 1}
       # or: asimov: {ttbar_norm: 1.2}
+      # or: observed: data_2016      (a dataset of the run, e.g. is_data: true in the fileset; or a list)
 
-``path`` says where a template lives in the ROOT file: ``{region}``, ``{sample}`` (a dataset name) and
+The README's "Fit configuration" section lists every key. ``path`` says where a template lives in the
+ROOT file: ``{region}``, ``{sample}`` (a dataset name) and, optionally for outputs without variations,
 ``{variation}`` (``nominal`` or a variation name) are filled in. A systematic's ``up``/``down`` template
 replaces the sample and/or the variation of the nominal one. Every shape systematic becomes a
 normalization plus shape modifier (``normsys`` + ``histosys``); a missing ``down`` is the ``up`` mirrored

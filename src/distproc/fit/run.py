@@ -224,13 +224,16 @@ def fit(
     """Fit the histograms of a run: build the workspace, fit the data, write results and plots.
 
     Reads ``OUTPUT_DIR/histograms.root`` (or the config's ``histograms``), builds the pyhf workspace with
-    cabinetry, fits the pseudo-data (or Asimov data) by maximum likelihood and writes into *out*
-    (default *output_dir*):
+    cabinetry, fits the observed data, pseudo-data or Asimov data by maximum likelihood (Minuit) and
+    writes into *out* (default *output_dir*):
 
     ``workspace.json``
         The pyhf workspace.
     ``fit.json``
-        Best-fit values and uncertainties of every parameter, the correlation matrix, -2 log L.
+        ``valid``, best-fit values and uncertainties of every parameter, the correlation matrix,
+        -2 log L and Minuit's diagnostics (:class:`FitSummary`).
+    ``fit.log``
+        What Minuit, pyhf and cabinetry print (nothing of it reaches stdout).
     ``prefit_<region>.png``, ``postfit_<region>.png``, ``pulls.png``
         Stacked predictions with data, and the nuisance-parameter pulls (unless ``plots`` is false).
 
@@ -249,6 +252,7 @@ def fit(
     -------
     FitSummary
         The parameter of interest's best-fit value and uncertainty, all parameters, the files written.
+        A fit that did not converge is returned with ``valid`` false (and no plots), not raised.
 
     Examples
     --------
