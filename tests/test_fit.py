@@ -24,6 +24,7 @@ from distproc.fit import (
     load_fit_config,
     parse_fit_config,
 )
+from distproc.fit.run import ILL_CONDITIONED
 from distproc.io import write_histograms
 
 # pyhf 0.7 validates workspaces with jsonschema's RefResolver, deprecated since jsonschema 4.18.
@@ -145,6 +146,7 @@ def test_asimov_fit_recovers_injected_normalisation(output_dir: Path, tmp_path: 
     written = json.loads((tmp_path / "fit.json").read_text())
     assert written["valid"] is True
     assert written["minimizer"]["covariance"] == "accurate"
+    assert 1 <= written["minimizer"]["condition"] < ILL_CONDITIONED
     assert written["poi"] == {"name": "mu", "value": summary.value, "uncertainty": summary.uncertainty}
     labels = written["correlation"]["labels"]
     matrix = np.array(written["correlation"]["matrix"])

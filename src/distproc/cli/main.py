@@ -215,5 +215,6 @@ def fit_command(output_dir: Path, config: Path, out: Path | None, plots: bool | 
     click.echo(f" and {n_plots} plot(s)" if n_plots else "")
     if summary.minimizer["covariance"] != "accurate":
         covariance = summary.minimizer["covariance"]
-        click.echo(f"warning: Minuit's covariance is {covariance}; the uncertainties are unreliable")
+        condition = summary.minimizer.get("condition", float("nan"))
+        click.echo(f"warning: the covariance is {covariance} (condition {condition:.2g}); see fit.json")
     click.echo(f"{summary.poi} = {summary.value:.3f} +- {summary.uncertainty:.3f}")
