@@ -193,8 +193,9 @@ def make_sample_command(
 def fit_command(output_dir: Path, config: Path, out: Path | None, plots: bool | None) -> None:
     """Fit OUTPUT_DIR/histograms.root (a `distproc run` output) as CONFIG describes.
 
-    Writes workspace.json, fit.json and the pre-/post-fit and pull plots into OUTPUT_DIR (or --out) and
-    prints the fitted parameter of interest. Exit status 2 on a configuration or input error.
+    Writes workspace.json, fit.json, fit.log (Minuit's, pyhf's and cabinetry's output) and the pre-/post-fit
+    and pull plots into OUTPUT_DIR (or --out) and prints the fitted parameter of interest. Exit status 2 on a
+    configuration or input error, 3 when the fit did not converge (fit.json then says "valid": false).
     """
     from distproc.fit import fit
 
@@ -203,10 +204,18 @@ def fit_command(output_dir: Path, config: Path, out: Path | None, plots: bool | 
     except DistprocError as err:
         _fail(err)
     destination = out or output_dir
+    if not summary.valid:
+        reason = summary.minimizer["reason"]
+        click.echo(f"error: the fit did not converge ({reason}); see {destination / 'fit.log'}", err=True)
+        sys.exit(3)
     empty = sum("has empty bins" in note for note in summary.notes)
     if empty:
         click.echo(f"note: {empty} template(s) have empty bins (cabinetry); see 'notes' in fit.json")
-    click.echo(f"fit of {summary.data} in {destination}: workspace.json, fit.json", nl=False)
-    n_plots = len(summary.files) - 2
+    click.echo(f"fit of {summary.data} in {destination}: workspace.json, fit.json, fit.log", nl=False)
+    n_plots = len(summary.files) - 3
     click.echo(f" and {n_plots} plot(s)" if n_plots else "")
+    if summary.minimizer["covariance"] != "accurate":
+        covariance = summary.minimizer["covariance"]
+        condition = summary.minimizer.get("condition", float("nan"))
+        click.echo(f"warning: the covariance is {covariance} (condition {condition:.2g}); see fit.json")
     click.echo(f"{summary.poi} = {summary.value:.3f} +- {summary.uncertainty:.3f}")

@@ -18,8 +18,10 @@ Example (``processors/fit.yaml`` holds the AGC's)::
     data:
       pseudodata: {ttbar_me_var: 0.5, ttbar_ps_var: 0.5, wjets: 1}
       # or: asimov: {ttbar_norm: 1.2}
+      # or: observed: data_2016      (a dataset of the run, e.g. is_data: true in the fileset; or a list)
 
-``path`` says where a template lives in the ROOT file: ``{region}``, ``{sample}`` (a dataset name) and
+The README's "Fit configuration" section lists every key. ``path`` says where a template lives in the
+ROOT file: ``{region}``, ``{sample}`` (a dataset name) and, optionally for outputs without variations,
 ``{variation}`` (``nominal`` or a variation name) are filled in. A systematic's ``up``/``down`` template
 replaces the sample and/or the variation of the nominal one. Every shape systematic becomes a
 normalization plus shape modifier (``normsys`` + ``histosys``); a missing ``down`` is the ``up`` mirrored
@@ -50,7 +52,7 @@ __all__ = (
     "load_fit_config",
 )
 
-_PLACEHOLDERS = ("{region}", "{sample}", "{variation}")
+_PLACEHOLDERS = ("{region}", "{sample}")  # {variation} is optional
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,11 @@ class SystematicConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What is fitted: a weighted sum of nominal datasets (``pseudodata``), or Asimov data (``asimov``)."""
+    """What is fitted: the nominal histograms of datasets of the run (``observed``, e.g. those with
+    ``is_data: true`` in the fileset, summed), a weighted sum of nominal datasets (``pseudodata``), or
+    Asimov data (``asimov``)."""
 
+    observed: tuple[str, ...] | None = None
     pseudodata: dict[str, float] | None = None
     asimov: dict[str, float] | None = None
 
@@ -260,11 +265,20 @@ def _systematic(
 
 
 def _data(check: _Checker, raw: Any, parameters: Sequence[str]) -> DataConfig:
-    check.mapping(raw, "data", ("pseudodata", "asimov"))
+    check.mapping(raw, "data", ("observed", "pseudodata", "asimov"))
     if len(raw) != 1:
-        msg = "data must hold exactly one of 'pseudodata' (dataset: factor) or 'asimov' (parameter: value)"
+        msg = (
+            "data must hold exactly one of 'observed' (dataset name or list), 'pseudodata' (dataset: factor) "
+            "or 'asimov' (parameter: value)"
+        )
         raise check.fail(msg, "data")
     kind, spec = next(iter(raw.items()))
+    if kind == "observed":
+        names = [spec] if isinstance(spec, str) else spec
+        if not isinstance(names, list) or not names:
+            msg = f"data.observed must be a dataset name or a non-empty list of names, got {spec!r}"
+            raise check.fail(msg, "data.observed")
+        return DataConfig(observed=tuple(check.string(n, "data.observed") for n in names))
     if not isinstance(spec, Mapping) or (kind == "pseudodata" and not spec):
         what = "dataset: factor" if kind == "pseudodata" else "parameter: value"
         msg = f"data.{kind} must be a mapping of {what}"
@@ -345,6 +359,15 @@ def parse_fit_config(raw: Any, *, source: str | None = None) -> FitConfig:
     if missing:
         msg = f"path {path!r} must contain {', '.join(_PLACEHOLDERS)}; missing {', '.join(missing)}"
         raise check.fail(msg, "path")
+    if "{variation}" not in path:
+        for i, syst in enumerate(systematics):
+            for side, ref in (("up", syst.up), ("down", syst.down)):
+                if ref is not None and ref.variation is not None:
+                    msg = (
+                        f"systematics[{i}].{side} names a variation, but path {path!r} has no {{variation}} "
+                        "placeholder; add it, or give the varied template as a 'sample'"
+                    )
+                    raise check.fail(msg, f"systematics[{i}].{side}.variation")
     plots = raw.get("plots", True)
     if not isinstance(plots, bool):
         msg = f"plots must be true or false, got {plots!r}"

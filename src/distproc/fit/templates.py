@@ -122,9 +122,16 @@ class TemplateReader:
         """:meth:`read` followed by the region's range and rebinning."""
         return self.read(region.name, sample, variation).restricted(region)
 
-    def pseudodata(self, region: RegionConfig) -> Template:
-        """The weighted sum of nominal datasets that the config's ``data.pseudodata`` defines."""
-        recipe = self.config.data.pseudodata or {}
+    def data(self, region: RegionConfig) -> Template:
+        """What the config's ``data`` fits in *region*: the sum of the ``observed`` datasets, the weighted
+        sum of ``pseudodata`` datasets, or (Asimov data replaces it later) the sum of the samples."""
+        data = self.config.data
+        if data.observed is not None:
+            recipe = dict.fromkeys(data.observed, 1.0)
+        elif data.pseudodata is not None:
+            recipe = data.pseudodata
+        else:
+            recipe = dict.fromkeys((s.name for s in self.config.samples), 1.0)
         parts = [self.region_template(region, dataset).scaled(f) for dataset, f in recipe.items()]
         total = parts[0]
         for part in parts[1:]:
@@ -221,13 +228,7 @@ def write_templates(config: FitConfig, reader: TemplateReader, cabinetry_cfg: di
     def collect(region: dict, sample: dict, systematic: dict, template: str | None) -> None:
         region_cfg = regions[region["Name"]]
         if sample.get("Data"):
-            if config.data.pseudodata is not None:
-                histogram = reader.pseudodata(region_cfg)
-            else:  # Asimov data replaces the observations later; store the nominal sum as a placeholder
-                parts = [reader.region_template(region_cfg, s.name) for s in config.samples]
-                histogram = parts[0]
-                for part in parts[1:]:
-                    histogram = histogram + part
+            histogram = reader.data(region_cfg)
         else:
             dataset, variation = sample["SamplePath"], "nominal"
             if template is not None:
