@@ -25,6 +25,7 @@ from distproc.cluster.security import (
     TLS_OPTIONS,
     certificate_files,
     check_directory,
+    is_loopback,
     private_directory,
     registered,
     use_tls,
@@ -188,6 +189,9 @@ class JobqueueBackend(ClusterBackend):
 
         return self._shared or private_directory(default_cache_dir() / "tls")
 
+    def _scheduler_options(self) -> dict[str, Any]:
+        return {"dashboard_address": _DASHBOARD, **(self._configured("scheduler_options") or {})}
+
     def cluster_kwargs(self, security: Any = None) -> dict[str, Any]:
         """Keyword arguments for the dask-jobqueue cluster class (unset options left out).
 
@@ -204,8 +208,7 @@ class JobqueueBackend(ClusterBackend):
             prologue = [prologue]
         kwargs["job_script_prologue"] = [*batch_worker_prologue(), *prologue]
         kwargs["log_directory"] = self.job_log_directory()
-        scheduler_options = self._configured("scheduler_options") or {}
-        kwargs["scheduler_options"] = {"dashboard_address": _DASHBOARD, **scheduler_options}
+        kwargs["scheduler_options"] = self._scheduler_options()
         if security is not None:
             kwargs.update(security=security, protocol="tls://")
         elif self.config["protocol"] is not None:
@@ -249,9 +252,14 @@ class JobqueueBackend(ClusterBackend):
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[Any]:
+        import dask
         from distributed import Client
 
-        with self.make_cluster() as cluster:
+        # A dashboard on this machine only: its link names localhost, not the scheduler's interface.
+        host = str(self._scheduler_options()["dashboard_address"]).rpartition(":")[0]
+        link = dask.config.get("distributed.dashboard.link")
+        local_link = {"distributed.dashboard.link": link.replace("{host}", "localhost")}
+        with dask.config.set(local_link if is_loopback(host) else {}), self.make_cluster() as cluster:
             if self.config["minimum_jobs"] is not None or self.config["maximum_jobs"] is not None:
                 cluster.adapt(
                     minimum_jobs=self.config["minimum_jobs"] or 0,
