@@ -26,6 +26,11 @@ it depends less than wall time on what else runs on the machine.
     python benchmarks/throughput.py --events 1000000       # quick check
     python benchmarks/throughput.py --profile              # + pyinstrument of one distproc partition
     python benchmarks/throughput.py --ablation             # + distproc with its worker optimisations off
+    python benchmarks/throughput.py --tls-cost             # + distproc on a plain-TCP cluster: TLS/plain
+
+distproc's cluster uses TLS with the run's certificate (its default); ``--tls-cost`` adds a row
+**plain**, the same run on a second local cluster started with ``security=False``, interleaved with the
+others, and prints ``tls/plain`` for wall and CPU time.
 
 The last line reads ``distproc/coffea=X.XX distproc/floor=Y.YY``.
 """
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 import os
@@ -327,6 +333,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ablation", action="store_true", help="also run distproc with its worker optimisations off"
     )
+    parser.add_argument(
+        "--tls-cost", action="store_true", help="also run distproc on a plain-TCP cluster: TLS/plain"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
 
@@ -342,9 +351,12 @@ def main(argv: list[str] | None = None) -> None:
 
     pools = start_pools(args.workers)
     times: dict[str, list[float]] = {"floor": [], "coffea": [], "distproc": [], "engine": []}
+    if args.tls_cost:
+        times["plain"] = []
     cpus: dict[str, list[np.ndarray]] = {k: [] for k in times}
     t0 = time.perf_counter()
-    with distproc_local_client(args.workers) as client:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(distproc_local_client(args.workers))
         cluster_start = time.perf_counter() - t0
         client.run(_warm_up, 0.0)
         trim = worker_malloc_env(client)
@@ -366,6 +378,15 @@ def main(argv: list[str] | None = None) -> None:
             "distproc": lambda: run_distproc(client, info.files, args.chunksize),
             "engine": lambda: run_distproc(client, info.files, args.chunksize, CoffeaHT()),
         }
+        if args.tls_cost:
+            with warnings.catch_warnings():  # the insecure cluster is the point of this row
+                warnings.simplefilter("ignore", distproc.cluster.InsecureClusterWarning)
+                plain = stack.enter_context(distproc_local_client(args.workers, security=False))
+            assert plain.scheduler.address.startswith("tcp://"), plain.scheduler.address
+            assert client.scheduler.address.startswith("tls://"), client.scheduler.address
+            plain.run(_warm_up, 0.0)
+            timers["plain"] = Timer(list(plain.run(os.getpid).values()))
+            runs["plain"] = lambda: run_distproc(plain, info.files, args.chunksize)
         outputs: dict[str, Any] = {}
         for r in range(args.rounds):
             for name, fn in runs.items():
@@ -386,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         ablation(args.workers, info.files, args.chunksize, events, nparts)
 
     assert outputs["floor"] == events, (outputs["floor"], events)
-    for name in ("distproc", "engine"):
+    for name in ("distproc", "engine", "plain")[: 3 if args.tls_cost else 2]:
         assert outputs[name].report.events == events, (name, outputs[name].report.events, events)
         print(f"{name} vs coffea: " + histogram_check(outputs[name].output["ht"], outputs["coffea"]["ht"]))
     rate = {k: events / statistics.median(v) for k, v in times.items()}
@@ -408,6 +429,14 @@ def main(argv: list[str] | None = None) -> None:
         f"engine only (distproc running the coffea processor unchanged): engine/coffea="
         f"{rate['engine'] / rate['coffea']:.2f} engine/floor={rate['engine'] / rate['floor']:.2f}"
     )
+    if args.tls_cost:
+        cpu = {k: np.median([c.sum() for c in cpus[k]]) for k in ("distproc", "plain")}
+        print(
+            f"TLS cost: distproc (TLS) {statistics.median(times['distproc']):.3f} s, plain TCP "
+            f"{statistics.median(times['plain']):.3f} s; tls/plain wall="
+            f"{rate['plain'] / rate['distproc']:.3f} CPU (workers + main process)="
+            f"{cpu['distproc'] / cpu['plain']:.3f}"
+        )
     print(f"coffea/floor={rate['coffea'] / rate['floor']:.2f}  ({load_line()})")
     vs_coffea, vs_floor = rate["distproc"] / rate["coffea"], rate["distproc"] / rate["floor"]
     print(f"distproc/coffea={vs_coffea:.2f} distproc/floor={vs_floor:.2f}")
