@@ -5,7 +5,9 @@ worker version check against real worker processes."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -470,61 +472,62 @@ def test_incompatible_worker_joining_later_is_turned_away(scheduler, tmp_path: P
 # --- per-run TLS: options, certificate files, job scripts, the local cluster -------------------------
 
 
-def _cli_run(tmp_path: Path, cluster: str) -> Any:
+def _assert_rejected(tmp_path: Path, options: dict[str, Any], key: str, *fragments: str) -> None:
+    """*options* fail both as a run YAML's cluster block through the CLI (exit status 2, one line naming
+    the option and the file) and as Python arguments (a ConfigError whose key is *key*)."""
     from click.testing import CliRunner
 
     from distproc.cli.main import main
 
     config = tmp_path / "run.yaml"
-    config.write_text(f"processor: proc.py:P\nfileset: {{dy: [dy.root]}}\ncluster: {cluster}\n")
-    return CliRunner().invoke(main, ["run", str(config), "--output", str(tmp_path / "out")])
-
-
-def _one_line_error(result: Any, *fragments: str) -> None:
+    config.write_text(f"processor: proc.py:P\nfileset: {{dy: [dy.root]}}\ncluster: {json.dumps(options)}\n")
+    result = CliRunner().invoke(main, ["run", str(config), "--output", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ")
-    for fragment in fragments:
+    for fragment in (*fragments, key.split(".")[-1], "run.yaml"):
         assert fragment in line
+    kind = options.pop("kind")
+    with pytest.raises(distproc.ConfigError, match=re.escape(fragments[0])) as info:
+        get_backend(kind, **options)
+    assert info.value.key == key
 
 
 def test_security_maybe_is_a_config_error(tmp_path: Path) -> None:
-    result = _cli_run(tmp_path, "{kind: slurm, cores: 1, memory: 1GB, security: maybe}")
-    _one_line_error(result, "security must be true or false, got 'maybe'", "run.yaml")
-    with pytest.raises(distproc.ConfigError, match="security must be true or false") as info:
-        get_backend("local", security="maybe")
-    assert info.value.key == "cluster.security"
+    options = {"kind": "slurm", "cores": 1, "memory": "1GB", "security": "maybe"}
+    _assert_rejected(tmp_path, options, "cluster.security", "security must be true or false, got 'maybe'")
 
 
 def test_protocol_tpc_is_a_config_error(tmp_path: Path) -> None:
-    result = _cli_run(tmp_path, "{kind: pbs, cores: 1, memory: 1GB, protocol: tpc}")
-    _one_line_error(result, "protocol must be 'tls' or 'tcp', got 'tpc'", "Did you mean 'tcp'")
-    with pytest.raises(distproc.ConfigError, match="got 'tpc'") as info:
-        get_backend("local", protocol="tpc")
-    assert info.value.key == "cluster.protocol"
+    options = {"kind": "local", "protocol": "tpc"}
+    _assert_rejected(
+        tmp_path,
+        options,
+        "cluster.protocol",
+        "protocol must be 'tls' or 'tcp', got 'tpc'",
+        "Did you mean 'tcp'",
+    )
     with pytest.raises(distproc.ConfigError, match="security: true contradicts protocol: tcp"):
         get_backend("slurm", cores=1, memory="1GB", security=True, protocol="tcp")
 
 
 def test_certificate_directory_that_does_not_exist_is_a_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir"
-    result = _cli_run(tmp_path, f"{{kind: sge, cores: 1, memory: 1GB, shared_temp_directory: {missing}}}")
-    _one_line_error(result, f"shared_temp_directory '{missing}' does not exist")
-    with pytest.raises(distproc.ConfigError, match="does not exist") as info:
-        get_backend("lsf", cores=1, memory="1GB", shared_temp_directory=str(missing))
-    assert info.value.key == "cluster.shared_temp_directory"
+    options = {"kind": "sge", "cores": 1, "memory": "1GB", "shared_temp_directory": str(missing)}
+    _assert_rejected(tmp_path, options, "cluster.shared_temp_directory", f"'{missing}' does not exist")
 
 
 def test_certificate_directory_that_is_not_writable_is_a_config_error(tmp_path: Path) -> None:
     # /sys is a directory nobody may create files in, root included (a chmod'ed directory would not stop
     # root, which the service tests run as).
-    result = _cli_run(
-        tmp_path, "{kind: htcondor, cores: 1, memory: 1GB, disk: 1GB, shared_temp_directory: /sys}"
-    )
-    _one_line_error(result, "shared_temp_directory '/sys' is not writable")
-    with pytest.raises(distproc.ConfigError, match="is not writable") as info:
-        get_backend("slurm", cores=1, memory="1GB", shared_temp_directory="/sys")
-    assert info.value.key == "cluster.shared_temp_directory"
+    options = {
+        "kind": "htcondor",
+        "cores": 1,
+        "memory": "1GB",
+        "disk": "1GB",
+        "shared_temp_directory": "/sys",
+    }
+    _assert_rejected(tmp_path, options, "cluster.shared_temp_directory", "'/sys' is not writable")
 
 
 def _modes(directory: Path) -> dict[str, int]:
