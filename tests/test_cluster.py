@@ -5,6 +5,7 @@ worker version check against real worker processes."""
 from __future__ import annotations
 
 import contextlib
+import doctest
 import json
 import os
 import re
@@ -528,6 +529,14 @@ def test_certificate_directory_that_is_not_writable_is_a_config_error(tmp_path: 
         "shared_temp_directory": "/sys",
     }
     _assert_rejected(tmp_path, options, "cluster.shared_temp_directory", "'/sys' is not writable")
+
+
+def test_security_module_examples() -> None:
+    from distproc.cluster import security
+
+    result = doctest.testmod(security)
+    assert result.attempted >= 4
+    assert result.failed == 0
 
 
 def _modes(directory: Path) -> dict[str, int]:

@@ -29,12 +29,16 @@ from typing import Any
 from distproc.exceptions import ConfigError, format_options
 
 __all__ = (
+    "TLS_OPTIONS",
     "InsecureClusterWarning",
     "certificate_files",
     "check_directory",
+    "is_loopback",
     "known_security",
+    "private_directory",
     "registered",
     "use_tls",
+    "warn_insecure",
 )
 
 #: The cluster options every kind distproc starts accepts (``security: None`` means on unless
