@@ -30,7 +30,9 @@ it depends less than wall time on what else runs on the machine.
 
 distproc's cluster uses TLS with the run's certificate (its default); ``--tls-cost`` adds a row
 **plain**, the same run on a second local cluster started with ``security=False``, interleaved with the
-others, and prints ``tls/plain`` for wall and CPU time.
+others, and prints ``tls/plain`` for wall and CPU time; as both vary by more than 2 % from round to
+round on a shared machine, it also measures the CPU time per task of 3000 trivial tasks on each cluster
+(what TLS adds to every task's messages) and scales that to the run's tasks.
 
 The last line reads ``distproc/coffea=X.XX distproc/floor=Y.YY``.
 """
@@ -259,6 +261,26 @@ class Timer:
         return out, time.perf_counter() - start, self._cpu() - cpu
 
 
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def messaging_cpu_per_task(clients: dict[str, Any], tasks: int = 3000, rounds: int = 5) -> dict[str, float]:
+    """CPU milliseconds per trivial task (this process and the workers), for each cluster: what TLS adds
+    to every task's messages, measured apart from the analysis (interleaved rounds, medians)."""
+    import psutil
+
+    per_task: dict[str, list[float]] = {name: [] for name in clients}
+    for r in range(rounds):
+        for name, client in clients.items():
+            procs = [psutil.Process(), *map(psutil.Process, client.run(os.getpid).values())]
+            before = sum(sum(tuple(p.cpu_times())[:2]) for p in procs)
+            client.gather(client.map(_inc, range(tasks), key=[f"inc-{r}-{i}" for i in range(tasks)]))
+            after = sum(sum(tuple(p.cpu_times())[:2]) for p in procs)
+            per_task[name].append((after - before) / tasks * 1e3)
+    return {name: statistics.median(values) for name, values in per_task.items()}
+
+
 #: distproc's worker-side optimisations that ``--ablation`` turns off one at a time.
 SWITCHES = ("malloc tuning", "open-file reuse", "in-thread local reads")
 
@@ -387,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
             plain.run(_warm_up, 0.0)
             timers["plain"] = Timer(list(plain.run(os.getpid).values()))
             runs["plain"] = lambda: run_distproc(plain, info.files, args.chunksize)
+            messaging = messaging_cpu_per_task({"distproc": client, "plain": plain})
         outputs: dict[str, Any] = {}
         for r in range(args.rounds):
             for name, fn in runs.items():
@@ -436,6 +459,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{statistics.median(times['plain']):.3f} s; tls/plain wall="
             f"{rate['plain'] / rate['distproc']:.3f} CPU (workers + main process)="
             f"{cpu['distproc'] / cpu['plain']:.3f}"
+        )
+        # Tasks of a run: one per partition, the tree reduction's, one per file for the entry counts.
+        n_tasks = nparts + math.ceil(nparts / 7) + len(info.files)
+        extra = (messaging["distproc"] - messaging["plain"]) * n_tasks / 1e3
+        print(
+            f"TLS cost per task (3000 trivial tasks, CPU of all processes): "
+            f"{messaging['distproc']:.2f} ms TLS, {messaging['plain']:.2f} ms plain; x {n_tasks} tasks = "
+            f"{extra:.3f} s of the plain run's {cpu['plain']:.2f} s CPU: {extra / cpu['plain']:.1%}"
         )
     print(f"coffea/floor={rate['coffea'] / rate['floor']:.2f}  ({load_line()})")
     vs_coffea, vs_floor = rate["distproc"] / rate["coffea"], rate["distproc"] / rate["floor"]
