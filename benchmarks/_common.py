@@ -40,16 +40,17 @@ def load_line() -> str:
 
 
 @contextlib.contextmanager
-def distproc_local_client(workers: int) -> Iterator[Any]:
+def distproc_local_client(workers: int, **options: Any) -> Iterator[Any]:
     """A connected client of distproc's own ``local`` cluster back-end (one single-threaded worker per core).
 
     This is what ``distproc.run(cluster=None)`` starts, including the worker environment fixes
-    (``MALLOC_TRIM_THRESHOLD_`` removed); the benchmarks start it first so that its start-up is timed apart
-    from the run, and pass the client as ``cluster=``.
+    (``MALLOC_TRIM_THRESHOLD_`` removed) and TLS with the run's certificate (*options* are the back-end's,
+    e.g. ``security=False``); the benchmarks start it first so that its start-up is timed apart from the
+    run, and pass the client as ``cluster=``.
     """
     from distproc.cluster import get_backend
 
-    with get_backend("local", workers=workers).client() as client:
+    with get_backend("local", workers=workers, **options).client() as client:
         client.wait_for_workers(workers)
         yield client
 

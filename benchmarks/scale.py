@@ -8,7 +8,8 @@ once for the nominal and once per direction of each of the K scale variations. B
 LocalCluster of 2 single-threaded workers, started once; preprocessing is done (and cached under
 ``benchmarks/.data/``) before anything is timed.
 
-Every (framework, D, F, K) runs in a fresh client process that connects to the cluster, reports its
+Every (framework, D, F, K) runs in a fresh client process that connects to the cluster (over TLS, with
+the cluster's certificate passed on its standard input), reports its
 memory, and calls the run. A scheduler plugin in this process records when the first partition task
 started on a worker (the compute start the worker reports) and how many finished; once the first has
 started and 4 have finished the client process is stopped (so the jobs are not run to the end: the metric
@@ -32,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -184,7 +186,10 @@ def _emit(**fields: Any) -> None:
 
 
 def child(framework: str, d: int, f: int, k: int, address: str, profile: str | None) -> None:
-    """Connect, report memory, run the job until the parent sends SIGUSR1, then report the peak RSS."""
+    """Connect, report memory, run the job until the parent sends SIGUSR1, then report the peak RSS.
+
+    The cluster's TLS certificate (a pickled :class:`distributed.security.Security`) comes on stdin.
+    """
     import dask
     from distributed import Client
 
@@ -195,7 +200,7 @@ def child(framework: str, d: int, f: int, k: int, address: str, profile: str | N
         runnable = json.loads(coffea_prep_path(d, f).read_text())
     else:
         files = fileset(d, f)
-    client = Client(address)
+    client = Client(address, security=pickle.loads(sys.stdin.buffer.read()))
     profiler = None
     if profile:
         import pyinstrument
@@ -227,8 +232,6 @@ def child(framework: str, d: int, f: int, k: int, address: str, profile: str | N
 
 def pickle_child(framework: str, d: int, f: int, k: int) -> None:
     """Pickle the job's graph as ``distributed.Client`` does; report bytes per task."""
-    import pickle
-
     from dask.highlevelgraph import HighLevelGraph
     from distributed.protocol import serialize
     from distributed.protocol.serialize import ToPickle
@@ -268,8 +271,6 @@ def pickle_child(framework: str, d: int, f: int, k: int) -> None:
 
 
 def _plain(obj: Any) -> bool:
-    import pickle
-
     try:
         pickle.dumps(obj, protocol=5)
     except Exception:  # noqa: BLE001  (not plain-picklable: distributed falls back to cloudpickle)
@@ -321,11 +322,12 @@ def measure(
     config: tuple[int, int, int],
     expected_tasks: int,
     address: str,
+    security: Any,
     probe: Probe,
     scheduler: Any,
     profile: str | None,
 ) -> dict[str, Any]:
-    """One configuration in a fresh client process; returns the figures.
+    """One configuration in a fresh client process (connecting with *security*); returns the figures.
 
     The client is stopped once the first task started, :data:`DONE_TO_STOP` finished and the scheduler
     holds all *expected_tasks* of the job.
@@ -337,7 +339,9 @@ def measure(
     cmd = [sys.executable, __file__, "--child", framework, f"{d}x{f}x{k}", "--address", address]
     if profile:
         cmd += ["--profile-out", profile]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc.stdin.buffer.write(pickle.dumps(security))  # the certificate: not on the command line
+    proc.stdin.close()
     lines: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in proc.stdout), daemon=True)
     reader.start()
@@ -435,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
                     (d, f, k),
                     sizes["tasks"],
                     client.scheduler.address,
+                    client.security,
                     probe,
                     scheduler,
                     profile if i == 0 else None,

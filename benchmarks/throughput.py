@@ -26,6 +26,13 @@ it depends less than wall time on what else runs on the machine.
     python benchmarks/throughput.py --events 1000000       # quick check
     python benchmarks/throughput.py --profile              # + pyinstrument of one distproc partition
     python benchmarks/throughput.py --ablation             # + distproc with its worker optimisations off
+    python benchmarks/throughput.py --tls-cost             # + distproc on a plain-TCP cluster: TLS/plain
+
+distproc's cluster uses TLS with the run's certificate (its default); ``--tls-cost`` adds a row
+**plain**, the same run on a second local cluster started with ``security=False``, interleaved with the
+others, and prints ``tls/plain`` for wall and CPU time; as both vary by more than 2 % from round to
+round on a shared machine, it also measures the CPU time per task of 3000 trivial tasks on each cluster
+(what TLS adds to every task's messages) and scales that to the run's tasks.
 
 The last line reads ``distproc/coffea=X.XX distproc/floor=Y.YY``.
 """
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 import os
@@ -254,6 +262,26 @@ class Timer:
         return out, time.perf_counter() - start, self._cpu() - cpu
 
 
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def messaging_cpu_per_task(clients: dict[str, Any], tasks: int = 3000, rounds: int = 5) -> dict[str, float]:
+    """CPU milliseconds per trivial task (this process and the workers), for each cluster: what TLS adds
+    to every task's messages, measured apart from the analysis (interleaved rounds, medians)."""
+    import psutil
+
+    per_task: dict[str, list[float]] = {name: [] for name in clients}
+    for r in range(rounds):
+        for name, client in clients.items():
+            procs = [psutil.Process(), *map(psutil.Process, client.run(os.getpid).values())]
+            before = sum(sum(tuple(p.cpu_times())[:2]) for p in procs)
+            client.gather(client.map(_inc, range(tasks), key=[f"inc-{r}-{i}" for i in range(tasks)]))
+            after = sum(sum(tuple(p.cpu_times())[:2]) for p in procs)
+            per_task[name].append((after - before) / tasks * 1e3)
+    return {name: statistics.median(values) for name, values in per_task.items()}
+
+
 #: distproc's worker-side optimisations that ``--ablation`` turns off one at a time, each through its
 #: documented switch: an environment variable of the workers or a run option (README, "Worker tuning").
 SWITCHES = {
@@ -328,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ablation", action="store_true", help="also run distproc with its worker optimisations off"
     )
+    parser.add_argument(
+        "--tls-cost", action="store_true", help="also run distproc on a plain-TCP cluster: TLS/plain"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
 
@@ -343,9 +374,12 @@ def main(argv: list[str] | None = None) -> None:
 
     pools = start_pools(args.workers)
     times: dict[str, list[float]] = {"floor": [], "coffea": [], "distproc": [], "engine": []}
+    if args.tls_cost:
+        times["plain"] = []
     cpus: dict[str, list[np.ndarray]] = {k: [] for k in times}
     t0 = time.perf_counter()
-    with distproc_local_client(args.workers) as client:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(distproc_local_client(args.workers))
         cluster_start = time.perf_counter() - t0
         client.run(_warm_up, 0.0)
         trim = worker_malloc_env(client)
@@ -367,6 +401,16 @@ def main(argv: list[str] | None = None) -> None:
             "distproc": lambda: run_distproc(client, info.files, args.chunksize),
             "engine": lambda: run_distproc(client, info.files, args.chunksize, CoffeaHT()),
         }
+        if args.tls_cost:
+            with warnings.catch_warnings():  # the insecure cluster is the point of this row
+                warnings.simplefilter("ignore", distproc.cluster.InsecureClusterWarning)
+                plain = stack.enter_context(distproc_local_client(args.workers, security=False))
+            assert plain.scheduler.address.startswith("tcp://"), plain.scheduler.address
+            assert client.scheduler.address.startswith("tls://"), client.scheduler.address
+            plain.run(_warm_up, 0.0)
+            timers["plain"] = Timer(list(plain.run(os.getpid).values()))
+            runs["plain"] = lambda: run_distproc(plain, info.files, args.chunksize)
+            messaging = messaging_cpu_per_task({"distproc": client, "plain": plain})
         outputs: dict[str, Any] = {}
         for r in range(args.rounds):
             for name, fn in runs.items():
@@ -387,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         ablation(args.workers, info.files, args.chunksize, events, nparts)
 
     assert outputs["floor"] == events, (outputs["floor"], events)
-    for name in ("distproc", "engine"):
+    for name in ("distproc", "engine", "plain")[: 3 if args.tls_cost else 2]:
         assert outputs[name].report.events == events, (name, outputs[name].report.events, events)
         print(f"{name} vs coffea: " + histogram_check(outputs[name].output["ht"], outputs["coffea"]["ht"]))
     rate = {k: events / statistics.median(v) for k, v in times.items()}
@@ -409,6 +453,22 @@ def main(argv: list[str] | None = None) -> None:
         f"engine only (distproc running the coffea processor unchanged): engine/coffea="
         f"{rate['engine'] / rate['coffea']:.2f} engine/floor={rate['engine'] / rate['floor']:.2f}"
     )
+    if args.tls_cost:
+        cpu = {k: np.median([c.sum() for c in cpus[k]]) for k in ("distproc", "plain")}
+        print(
+            f"TLS cost: distproc (TLS) {statistics.median(times['distproc']):.3f} s, plain TCP "
+            f"{statistics.median(times['plain']):.3f} s; tls/plain wall="
+            f"{rate['plain'] / rate['distproc']:.3f} CPU (workers + main process)="
+            f"{cpu['distproc'] / cpu['plain']:.3f}"
+        )
+        # Tasks of a run: one per partition, the tree reduction's, one per file for the entry counts.
+        n_tasks = nparts + math.ceil(nparts / 7) + len(info.files)
+        extra = (messaging["distproc"] - messaging["plain"]) * n_tasks / 1e3
+        print(
+            f"TLS cost per task (3000 trivial tasks, CPU of all processes): "
+            f"{messaging['distproc']:.2f} ms TLS, {messaging['plain']:.2f} ms plain; x {n_tasks} tasks = "
+            f"{extra:.3f} s of the plain run's {cpu['plain']:.2f} s CPU: {extra / cpu['plain']:.1%}"
+        )
     print(f"coffea/floor={rate['coffea'] / rate['floor']:.2f}  ({load_line()})")
     vs_coffea, vs_floor = rate["distproc"] / rate["coffea"], rate["distproc"] / rate["floor"]
     print(f"distproc/coffea={vs_coffea:.2f} distproc/floor={vs_floor:.2f}")

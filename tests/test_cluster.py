@@ -4,7 +4,11 @@ worker version check against real worker processes."""
 
 from __future__ import annotations
 
+import contextlib
+import doctest
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -464,3 +468,208 @@ def test_incompatible_worker_joining_later_is_turned_away(scheduler, tmp_path: P
         for worker in workers:
             worker.terminate()
             worker.wait(30)
+
+
+# --- per-run TLS: options, certificate files, job scripts, the local cluster -------------------------
+
+
+def _assert_rejected(tmp_path: Path, options: dict[str, Any], key: str, *fragments: str) -> None:
+    """*options* fail both as a run YAML's cluster block through the CLI (exit status 2, one line naming
+    the option and the file) and as Python arguments (a ConfigError whose key is *key*)."""
+    from click.testing import CliRunner
+
+    from distproc.cli.main import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"processor: proc.py:P\nfileset: {{dy: [dy.root]}}\ncluster: {json.dumps(options)}\n")
+    result = CliRunner().invoke(main, ["run", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ")
+    for fragment in (*fragments, key.split(".")[-1], "run.yaml"):
+        assert fragment in line
+    kind = options.pop("kind")
+    with pytest.raises(distproc.ConfigError, match=re.escape(fragments[0])) as info:
+        get_backend(kind, **options)
+    assert info.value.key == key
+
+
+def test_security_maybe_is_a_config_error(tmp_path: Path) -> None:
+    options = {"kind": "slurm", "cores": 1, "memory": "1GB", "security": "maybe"}
+    _assert_rejected(tmp_path, options, "cluster.security", "security must be true or false, got 'maybe'")
+
+
+def test_protocol_tpc_is_a_config_error(tmp_path: Path) -> None:
+    options = {"kind": "local", "protocol": "tpc"}
+    _assert_rejected(
+        tmp_path,
+        options,
+        "cluster.protocol",
+        "protocol must be 'tls' or 'tcp', got 'tpc'",
+        "Did you mean 'tcp'",
+    )
+    with pytest.raises(distproc.ConfigError, match="security: true contradicts protocol: tcp"):
+        get_backend("slurm", cores=1, memory="1GB", security=True, protocol="tcp")
+
+
+def test_certificate_directory_that_does_not_exist_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    options = {"kind": "sge", "cores": 1, "memory": "1GB", "shared_temp_directory": str(missing)}
+    _assert_rejected(tmp_path, options, "cluster.shared_temp_directory", f"'{missing}' does not exist")
+
+
+def test_certificate_directory_that_is_not_writable_is_a_config_error(tmp_path: Path) -> None:
+    # /sys is a directory nobody may create files in, root included (a chmod'ed directory would not stop
+    # root, which the service tests run as).
+    options = {
+        "kind": "htcondor",
+        "cores": 1,
+        "memory": "1GB",
+        "disk": "1GB",
+        "shared_temp_directory": "/sys",
+    }
+    _assert_rejected(tmp_path, options, "cluster.shared_temp_directory", "'/sys' is not writable")
+
+
+def test_security_module_examples() -> None:
+    from distproc.cluster import security
+
+    result = doctest.testmod(security)
+    assert result.attempted >= 4
+    assert result.failed == 0
+
+
+def _modes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in [directory, *directory.iterdir()]}
+
+
+def test_certificate_files_are_private_and_removed_also_after_an_error(tmp_path: Path) -> None:
+    from distproc.cluster.security import certificate_files
+
+    with certificate_files(tmp_path) as security:
+        (run_dir,) = tmp_path.iterdir()
+        assert run_dir.name.startswith("distproc-tls-")
+        assert _modes(run_dir) == {run_dir.name: 0o700, "cert.pem": 0o600, "key.pem": 0o600}
+        assert security.tls_worker_key == str(run_dir / "key.pem")
+        assert "PRIVATE KEY" in Path(security.tls_worker_key).read_text()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="the run failed"), certificate_files(tmp_path):
+        raise RuntimeError("the run failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_certificate_files_are_removed_when_the_process_is_interrupted(tmp_path: Path, sig: str) -> None:
+    import signal
+
+    code = (
+        "import sys, time\nfrom pathlib import Path\n"
+        "from distproc.cluster.security import certificate_files\n"
+        "with certificate_files(Path(sys.argv[1])) as s:\n"
+        "    print(s.tls_worker_key, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    key = Path(child.stdout.readline().strip())
+    assert key.exists()
+    child.send_signal(getattr(signal, sig))
+    assert child.wait(60) != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", BATCH_KINDS)
+def test_job_scripts_start_workers_over_tls_with_the_runs_certificate(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTPROC_CACHE_DIR", str(tmp_path / "cache"))
+    options = _options(kind)
+    del options["log_directory"]
+    (tmp_path / "shared").mkdir()
+    script = get_backend(kind, **options, shared_temp_directory=str(tmp_path / "shared")).job_script()
+    for flag in ("--protocol tls://", " tls://", "--tls-ca-file", "--tls-cert", "--tls-key"):
+        assert flag in script, f"{flag!r} missing from the {kind} script:\n{script}"
+    assert f"--tls-key {tmp_path / 'shared'}/distproc-tls-" in script
+    assert "tcp://" not in script
+    assert list((tmp_path / "shared").iterdir()) == []  # the throw-away certificate is gone
+    # Job logs go to distproc's cache directory, not the current one.
+    logs = tmp_path / "cache" / "logs"
+    assert str(logs) in script
+    assert logs.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("options", [{"security": False}, {"protocol": "tcp"}])
+def test_tls_can_be_turned_off_with_a_warning(options: dict[str, Any], tmp_path: Path) -> None:
+    backend = get_backend("slurm", cores=1, memory="1GB", log_directory=str(tmp_path), **options)
+    with pytest.warns(distproc.cluster.InsecureClusterWarning, match="anyone who can reach") as record:
+        script = backend.job_script()
+    assert len(record) == 1
+    assert "tls://" not in script
+    assert "--tls" not in script
+    assert " tcp://" in script
+
+
+def test_address_backend_warns_about_plain_tcp_to_another_machine() -> None:
+    from distributed.utils import get_ip
+
+    ip = get_ip()  # this machine's address on its network: nobody listens on port 1 there
+    if ip.startswith("127."):
+        pytest.skip("this machine has no network address besides loopback")
+    cluster = {"kind": "address", "address": f"tcp://{ip}:1", "timeout": 2}
+    with (
+        pytest.warns(distproc.cluster.InsecureClusterWarning, match=r"unencrypted.*address: tls://HOST"),
+        pytest.raises(distproc.ClusterError, match="no Dask scheduler answered"),
+        open_client(cluster),
+    ):
+        pass
+
+
+def _listening(pids: list[int]) -> set[tuple[str, int]]:
+    """(IP, port) of every TCP socket in the LISTEN state that one of *pids* holds (/proc/net/tcp{,6})."""
+    import ipaddress
+
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):  # a descriptor closed meanwhile
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: TCP_LISTEN
+                continue
+            hex_ip, hex_port = local.split(":")
+            raw = bytes.fromhex(hex_ip)
+            # the kernel prints each 32-bit word of the address in host (little-endian) order
+            ip = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+            found.add((str(ip), int(hex_port, 16)))
+    return found
+
+
+@pytest.mark.cluster
+def test_local_cluster_listens_on_loopback_and_only_to_its_certificate() -> None:
+    from distributed import Client
+    from distributed.security import Security
+
+    with get_backend("local", workers=2).client() as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        workers = client.scheduler_info()["workers"]
+        pids = [os.getpid(), *client.run(os.getpid).values()]
+        listening = _listening(pids)
+        ports = {port for _, port in listening}
+        dashboard = int(client.dashboard_link.split(":")[2].split("/")[0])
+        wanted = {int(address.rsplit(":", 1)[1]), dashboard, *(int(w.rsplit(":", 1)[1]) for w in workers)}
+        assert wanted <= ports  # the scheduler, its dashboard and the workers were all found
+        assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+        # Without the run's certificate: refused, whether plain TCP or TLS with another CA's certificate.
+        with pytest.raises(OSError, match=r"closed|reset|Timed out"):
+            Client(address.replace("tls://", "tcp://"), timeout=5).close()
+        with pytest.raises(OSError, match="TLS certificate does not match"):
+            Client(address, security=Security.temporary(), timeout=5).close()
+        # In this process, the cluster's address (cluster="tls://...", --scheduler) uses its certificate.
+        with open_client(address) as again:
+            assert again.submit(sum, [1, 2]).result() == 3

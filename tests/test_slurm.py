@@ -6,7 +6,11 @@ value, as a user's would.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -80,10 +84,24 @@ def test_slurm_run_equals_local_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The default settings: TLS with the run's certificate in ``<cache>/tls``, job logs in
+    ``<cache>/logs`` (dask-jobqueue would leave ``slurm-N.out`` in the current directory)."""
     # As after any LocalCluster in this process: its nanny set the variable here, and sbatch exports it.
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
-    result = _run(_slurm(slurm_cluster, jobs=2), fileset, tmp_path, chunksize=CHUNKSIZE)
+    cache, cwd = tmp_path / "distproc-cache", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("DISTPROC_CACHE_DIR", str(cache))
+    monkeypatch.chdir(cwd)
+    cluster = _slurm(slurm_cluster, jobs=2, log_directory=None)  # None: the default
+    result = _run(cluster, fileset, tmp_path, chunksize=CHUNKSIZE)
     assert not result.report.failures
+    assert result.output["workers"]
+    assert all(w.startswith("tls://127.0.0.1:") for w in result.output["workers"])
+    assert list((cache / "tls").iterdir()) == []  # the run's certificate directory is gone
+    assert list(cwd.iterdir()) == []  # no slurm-N.out
+    logs = sorted(p.name for p in (cache / "logs").iterdir())
+    assert logs, "no job logs in <cache>/logs"
+    assert all(name.startswith("dask-worker-") for name in logs), logs
     assert_same_histograms(result.output, local_reference)
     assert result.output["partitions"] == {"dy": 1, "tt": 4}
     assert "SLURMCluster" in result.report.cluster
@@ -191,3 +209,100 @@ def test_processor_file_and_its_helper_module_reach_slurm_workers(
         np.testing.assert_array_equal(
             result.output["muon_pt"][{"dataset": dataset}].values(), want[{"dataset": dataset}].values()
         )
+
+
+def _modes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in [directory, *directory.iterdir()]}
+
+
+def test_slurm_scheduler_accepts_only_the_runs_certificate(slurm_cluster: Any, tmp_path: Path) -> None:
+    """While a run goes: workers started by the job script over ``tls://`` with the files in the run's
+    directory (0700, files 0600); a client without the certificate, or with another CA's, is refused."""
+    from distributed import Client
+    from distributed.security import Security
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    backend = get_backend(**_slurm(slurm_cluster, jobs=1, shared_temp_directory=str(shared)))
+    with backend.client() as client:
+        client.wait_for_workers(1, timeout=120)
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        (run_dir,) = shared.iterdir()
+        assert _modes(run_dir) == {run_dir.name: 0o700, "cert.pem": 0o600, "key.pem": 0o600}
+        script = client.cluster.job_script()
+        assert f"dask_worker {address} " in script
+        assert "--protocol tls://" in script
+        assert f"--tls-ca-file {run_dir}/cert.pem --tls-cert {run_dir}/cert.pem" in script
+        assert f"--tls-key {run_dir}/key.pem" in script
+        assert all(w.startswith("tls://") for w in client.scheduler_info()["workers"])
+        assert client.submit(sum, [1, 2]).result() == 3
+        with pytest.raises(OSError, match=r"closed|reset|Timed out"):
+            Client(address.replace("tls://", "tcp://"), timeout=5).close()
+        with pytest.raises(OSError, match="TLS certificate does not match"):
+            Client(address, security=Security.temporary(), timeout=5).close()
+        assert client.dashboard_link.startswith("http://localhost:")  # bound to 127.0.0.1
+    assert list(shared.iterdir()) == []
+    assert slurm_cluster.wait_no_jobs() == []
+
+
+def test_failed_slurm_run_removes_its_certificate(
+    slurm_cluster: Any, fileset: dict[str, list[str]], tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    cluster = _slurm(
+        slurm_cluster, shared_temp_directory=str(shared), python="/nonexistent/python", start_timeout=15
+    )
+    with pytest.raises(distproc.ClusterError, match="no slurm worker joined within 15 s"):
+        _run(cluster, fileset, tmp_path, chunksize=CHUNKSIZE)
+    assert list(shared.iterdir()) == []
+    assert slurm_cluster.wait_no_jobs() == []
+
+
+def test_interrupted_slurm_run_removes_its_certificate_and_jobs(
+    slurm_cluster: Any, nano_tt: Path, tmp_path: Path
+) -> None:
+    """``SIGTERM`` to ``distproc run`` mid-run (a batch system's or a closed terminal's way to stop it)."""
+    shared, cwd = tmp_path / "shared", tmp_path / "cwd"
+    shared.mkdir()
+    cwd.mkdir()
+    cluster = _slurm(slurm_cluster, jobs=1, shared_temp_directory=str(shared))
+    config = tmp_path / "run.json"  # JSON is YAML
+    config.write_text(
+        json.dumps(
+            {
+                "processor": {"class": PROCESSOR, "args": {"sleep": 2.0}},
+                "fileset": {"tt": [str(nano_tt)]},
+                "chunksize": FAULT_CHUNKSIZE,
+                "cache_dir": str(tmp_path / "cache"),
+                "cluster": cluster,
+            }
+        )
+    )
+    env = {**os.environ, "DISTPROC_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distproc.cli", "run", str(config), "-o", str(out), "--no-progress"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (list(shared.iterdir()) and slurm_cluster.running_jobs()) and time.monotonic() < deadline:
+            assert run.poll() is None, run.stderr.read()
+            time.sleep(0.2)
+        assert slurm_cluster.running_jobs(), "no worker job started"
+        time.sleep(5)  # the worker joins and starts on the partitions (20 of them, 2 s each)
+        assert run.poll() is None, "the run ended before it could be interrupted"
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(60) == 128 + signal.SIGTERM
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert list(shared.iterdir()) == []
+    assert slurm_cluster.wait_no_jobs() == []
+    assert list(cwd.iterdir()) == []

@@ -122,6 +122,18 @@ def _read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(msg, source=str(path)) from err
 
 
+def _check_cluster(cluster: Mapping[str, Any], source: str) -> None:
+    """Validate a ``cluster:`` block's kind and options (``security``, ``protocol``, directories, ...) as
+    the back-end will, so a mistake names the file before anything starts; nothing is started here."""
+    from distproc.cluster import get_backend
+
+    options = dict(cluster)
+    try:
+        get_backend(str(options.pop("kind", "local")), **options)
+    except ConfigError as err:
+        raise ConfigError(str(err), key=err.key, source=source) from err
+
+
 def load_config(path: str | os.PathLike[str]) -> RunConfig:
     """Read and validate a run YAML.
 
@@ -176,6 +188,8 @@ def load_config(path: str | os.PathLike[str]) -> RunConfig:
     if cluster is not None and not isinstance(cluster, str | Mapping):
         msg = f"cluster must be a scheduler address or a mapping with 'kind', got {type(cluster).__name__}"
         raise ConfigError(msg, key="cluster", source=source)
+    if isinstance(cluster, Mapping):
+        _check_cluster(cluster, source)
     options = {k: _check(k, data[k], source) for k in _TYPES if k in data}
     output = data.get("output")
     if output is not None and not isinstance(output, str):

@@ -3,7 +3,8 @@
 ``local`` (default), ``address`` (a running scheduler), the dask-jobqueue batch systems ``slurm``,
 ``pbs``, ``sge``, ``lsf`` and ``htcondor``, and ``gateway`` (dask-gateway). :func:`open_client` turns
 whatever the user passed as ``cluster=`` into a connected client whose workers run compatible package
-versions (see :mod:`distproc.cluster.versions`).
+versions (see :mod:`distproc.cluster.versions`). The clusters distproc starts use TLS with a certificate
+made for each run (see :mod:`distproc.cluster.security`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 from distproc.cluster import address, gateway, jobqueue, local  # noqa: F401  (registers the back-ends)
 from distproc.cluster.base import ClusterBackend, backend_names, get_backend, register
+from distproc.cluster.security import InsecureClusterWarning
 from distproc.cluster.versions import check_worker_versions
 from distproc.exceptions import ConfigError
 
 __all__ = (
     "ClusterBackend",
+    "InsecureClusterWarning",
     "backend_names",
     "check_worker_versions",
     "get_backend",

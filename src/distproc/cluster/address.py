@@ -1,12 +1,18 @@
-"""``address``: connect to a running scheduler (``tcp://`` or ``tls://`` with certificates)."""
+"""``address``: connect to a running scheduler (``tcp://`` or ``tls://`` with certificates).
+
+Over ``tcp://`` to another machine, the processor, the data and the results travel unencrypted and the
+scheduler accepts anyone: a warning says so and how to use ``tls://``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 from distproc.cluster.base import ClusterBackend, register
+from distproc.cluster.security import InsecureClusterWarning, is_loopback, known_security
 from distproc.exceptions import ClusterError, ConfigError
 
 
@@ -23,8 +29,8 @@ class AddressBackend(ClusterBackend):
         from distributed import Client
 
         address = self.config["address"]
-        security = None
-        if self.config["tls_ca_file"] or str(address).startswith("tls://"):
+        security = known_security(address)  # a cluster distproc runs in this process: its certificate
+        if security is None and (self.config["tls_ca_file"] or str(address).startswith("tls://")):
             from distributed.security import Security
 
             security = Security(
@@ -49,6 +55,7 @@ class AddressBackend(ClusterBackend):
                     "tls_ca_file: ca.pem, tls_cert: client.pem, tls_key: client.key}"
                 )
                 raise ConfigError(msg, key=f"cluster.{missing[0]}")
+        _warn_if_plain_remote(address)
         timeout = float(self.config["timeout"])
         try:
             client = Client(address, timeout=timeout, security=security)
@@ -61,3 +68,20 @@ class AddressBackend(ClusterBackend):
             raise ClusterError(msg) from err
         with client:
             yield client
+
+
+def _warn_if_plain_remote(address: str) -> None:
+    """Warn when *address* is a ``tcp://`` scheduler on another machine."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme != "tcp" or is_loopback(parse_host_port(location)[0]):
+        return
+    msg = (
+        f"connecting to {address} over plain TCP: your processor, data and results travel unencrypted, "
+        "and anyone who can reach that scheduler can run code on its workers. Start the scheduler with "
+        "TLS (dask scheduler --protocol tls --tls-ca-file ... --tls-cert ... --tls-key ...) and connect "
+        "with cluster: {kind: address, address: tls://HOST:PORT, tls_ca_file: ..., tls_cert: ..., "
+        "tls_key: ...}"
+    )
+    warnings.warn(msg, InsecureClusterWarning, stacklevel=4)

@@ -17,10 +17,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from distproc.allocator import batch_worker_prologue
 from distproc.cluster.base import ClusterBackend, register
+from distproc.cluster.security import (
+    TLS_OPTIONS,
+    certificate_files,
+    check_directory,
+    is_loopback,
+    private_directory,
+    registered,
+    use_tls,
+    warn_insecure,
+)
 from distproc.exceptions import ClusterError, ConfigError
 
 __all__ = (
@@ -45,7 +56,7 @@ _COMMON: dict[str, Any] = {
     "job_script_prologue": None,  # shell lines run before the worker starts (module load, source venv)
     "interface": None,  # network interface of the scheduler and workers (e.g. ib0, lo)
     "local_directory": None,
-    "log_directory": None,
+    "log_directory": None,  # job logs (default: jobqueue.<kind>.log-directory, else <cache dir>/logs)
     "python": None,  # the workers' Python (default: this Python)
     "death_timeout": None,
     "worker_extra_args": None,
@@ -55,9 +66,16 @@ _COMMON: dict[str, Any] = {
     "minimum_jobs": None,  # adaptive scaling between these bounds
     "maximum_jobs": None,
     "start_timeout": 600,  # seconds to wait for the first worker to join (null: wait forever)
+    # TLS with the run's own certificate (see distproc.cluster.security), whose files for the workers
+    # go in shared_temp_directory (default: jobqueue.<kind>.shared-temp-directory, else <cache dir>/tls)
+    **TLS_OPTIONS,
+    "shared_temp_directory": None,
 }
 #: Options that are distproc's, not dask-jobqueue keyword arguments.
-_OWN = ("jobs", "minimum_jobs", "maximum_jobs", "start_timeout")
+_OWN = ("jobs", "minimum_jobs", "maximum_jobs", "start_timeout", *TLS_OPTIONS, "shared_temp_directory")
+#: Where the scheduler's dashboard listens unless ``scheduler_options`` say otherwise: this machine only
+#: (reach it through an SSH tunnel); dask-jobqueue's default is every interface.
+_DASHBOARD = "127.0.0.1:8787"
 
 
 class JobqueueBackend(ClusterBackend):
@@ -98,11 +116,24 @@ class JobqueueBackend(ClusterBackend):
                 f"for example\n    cluster: {{kind: {self.name}, cores: 1, memory: 2GB, maximum_jobs: 20}}"
             )
             raise ConfigError(msg, key="cluster.jobs")
+        self.tls = use_tls(self.name, self.config["security"], self.config["protocol"])
+        shared = self._configured("shared_temp_directory") if self.tls else None
+        self._shared = check_directory(shared, "cluster.shared_temp_directory") if shared else None
 
     @property
     def config_name(self) -> str:
         """The dask-jobqueue configuration section (``jobqueue.<config_name>``)."""
         return self.name
+
+    def _configured(self, option: str) -> Any:
+        """The option's value, else dask's ``jobqueue.<kind>.<option>`` (``None`` when neither is set)."""
+        import dask
+        import dask_jobqueue  # noqa: F401  (registers the jobqueue.* defaults)
+
+        value = self.config[option]
+        if value is None:
+            value = dask.config.get(f"jobqueue.{self.config_name}.{option.replace('_', '-')}", None)
+        return value
 
     def _missing_required(self, merged: dict[str, Any]) -> list[str]:
         import dask
@@ -117,26 +148,52 @@ class JobqueueBackend(ClusterBackend):
     def _missing_hint(self, option: str) -> str:
         return f" (or jobqueue.{self.config_name}.{option} in the dask configuration)"
 
-    def cluster_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for the dask-jobqueue cluster class (unset options left out)."""
-        import dask
+    def job_log_directory(self) -> str:
+        """Where the batch system writes the jobs' output: ``log_directory``, else dask's
+        ``jobqueue.<kind>.log-directory``, else ``logs`` in distproc's cache directory (created, mode
+        0700) — never the current directory."""
+        from distproc.partitioning import default_cache_dir
 
+        return str(self._configured("log_directory") or private_directory(default_cache_dir() / "logs"))
+
+    def certificate_directory(self) -> Path:
+        """Where the run's certificate directory is made: ``shared_temp_directory``, else dask's
+        ``jobqueue.<kind>.shared-temp-directory``, else ``tls`` in distproc's cache directory (created,
+        mode 0700). It must be on a file system the worker nodes see."""
+        from distproc.partitioning import default_cache_dir
+
+        return self._shared or private_directory(default_cache_dir() / "tls")
+
+    def _scheduler_options(self) -> dict[str, Any]:
+        return {"dashboard_address": _DASHBOARD, **(self._configured("scheduler_options") or {})}
+
+    def cluster_kwargs(self, security: Any = None) -> dict[str, Any]:
+        """Keyword arguments for the dask-jobqueue cluster class (unset options left out).
+
+        With *security* (a :class:`distributed.security.Security` whose worker parts are files) the
+        scheduler and workers use ``tls://`` with it.
+        """
         kwargs = {
             self.renamed.get(k, k): v
             for k, v in self.config.items()
             if k not in _OWN and v is not None and k != "job_script_prologue"
         }
-        prologue = self.config["job_script_prologue"]
-        if prologue is None:
-            key = f"jobqueue.{self.config_name}.job-script-prologue"
-            prologue = dask.config.get(key, None) or []
+        prologue = self._configured("job_script_prologue") or []
         if isinstance(prologue, str):
             prologue = [prologue]
         kwargs["job_script_prologue"] = [*batch_worker_prologue(), *prologue]
+        kwargs["log_directory"] = self.job_log_directory()
+        kwargs["scheduler_options"] = self._scheduler_options()
+        if security is not None:
+            kwargs.update(security=security, protocol="tls://")
+        elif self.config["protocol"] is not None:
+            kwargs["protocol"] = "tcp://"
         return kwargs
 
-    def make_cluster(self) -> Any:
-        """The dask-jobqueue cluster, not yet scaled (its scheduler runs in this process).
+    @contextlib.contextmanager
+    def make_cluster(self) -> Iterator[Any]:
+        """The dask-jobqueue cluster, not yet scaled (its scheduler runs in this process), with the run's
+        certificate; on exit the cluster is closed (its jobs cancelled) and the certificate files removed.
 
         Examples
         --------
@@ -148,22 +205,36 @@ class JobqueueBackend(ClusterBackend):
         import dask_jobqueue
 
         cls = getattr(dask_jobqueue, self.cluster_class)
-        try:
-            return cls(**self.cluster_kwargs())
-        except (TypeError, ValueError) as err:
-            msg = f"dask-jobqueue rejected the {self.name!r} cluster options {self!r}: {err}"
-            raise ConfigError(msg, key="cluster") from err
+        with contextlib.ExitStack() as stack:
+            security = None
+            if self.tls:
+                security = stack.enter_context(certificate_files(self.certificate_directory()))
+            else:
+                warn_insecure(self.name)
+            try:
+                cluster = cls(**self.cluster_kwargs(security))
+            except (TypeError, ValueError) as err:
+                msg = f"dask-jobqueue rejected the {self.name!r} cluster options {self!r}: {err}"
+                raise ConfigError(msg, key="cluster") from err
+            with cluster, registered(cluster.scheduler_address, security):
+                yield cluster
 
     def job_script(self) -> str:
-        """The batch script one worker job would be submitted with (starts no job)."""
+        """The batch script one worker job would be submitted with (starts no job; with TLS, the
+        certificate files it names are a throw-away pair, removed on return)."""
         with self.make_cluster() as cluster:
             return str(cluster.job_script())
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[Any]:
+        import dask
         from distributed import Client
 
-        with self.make_cluster() as cluster:
+        # A dashboard on this machine only: its link names localhost, not the scheduler's interface.
+        host = str(self._scheduler_options()["dashboard_address"]).rpartition(":")[0]
+        link = dask.config.get("distributed.dashboard.link")
+        local_link = {"distributed.dashboard.link": link.replace("{host}", "localhost")}
+        with dask.config.set(local_link if is_loopback(host) else {}), self.make_cluster() as cluster:
             if self.config["minimum_jobs"] is not None or self.config["maximum_jobs"] is not None:
                 cluster.adapt(
                     minimum_jobs=self.config["minimum_jobs"] or 0,
@@ -180,7 +251,7 @@ class JobqueueBackend(ClusterBackend):
         try:
             client.wait_for_workers(1, timeout=timeout)
         except TimeoutError as err:
-            where = self.config.get("log_directory") or "the directory set by cluster.log_directory"
+            where = self.job_log_directory()
             msg = (
                 f"no {self.name} worker joined within {timeout} s. The jobs may still be queued (check "
                 f"with the batch system's queue command) or failed at start-up (see the job logs in "

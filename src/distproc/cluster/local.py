@@ -10,6 +10,7 @@ from typing import Any
 
 from distproc.allocator import worker_environ
 from distproc.cluster.base import ClusterBackend, register
+from distproc.cluster.security import TLS_OPTIONS, registered, use_tls, warn_insecure
 
 logger = logging.getLogger(__name__)
 
@@ -42,27 +43,50 @@ def worker_settings() -> dict[str, object]:
 
 @register
 class LocalBackend(ClusterBackend):
-    """One single-threaded worker process per core (``workers`` overrides the count)."""
+    """One single-threaded worker process per core (``workers`` overrides the count).
+
+    The scheduler, nannies, workers and dashboard listen on 127.0.0.1 only (``dashboard_address``
+    changes the dashboard's), and over TLS with a certificate made for the run and kept in memory, so
+    other users of the machine cannot connect either (``security: false`` turns that off, with a
+    warning).
+    """
 
     name = "local"
-    options = {"workers": None, "threads_per_worker": 1, "memory_limit": "auto", "dashboard_address": ":0"}
+    options = {
+        "workers": None,
+        "threads_per_worker": 1,
+        "memory_limit": "auto",
+        "dashboard_address": "127.0.0.1:0",
+        **TLS_OPTIONS,
+    }
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.tls = use_tls(self.name, self.config["security"], self.config["protocol"])
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[Any]:
         import dask
         from distributed import Client, LocalCluster
+        from distributed.security import Security
 
+        security = Security.temporary() if self.tls else None
+        if not self.tls:
+            warn_insecure(self.name)
         n = self.config["workers"] or os.cpu_count() or 1
         with dask.config.set(worker_settings()):
             cluster = LocalCluster(
                 n_workers=int(n),
                 threads_per_worker=int(self.config["threads_per_worker"]),
                 processes=True,
+                host="127.0.0.1",
+                protocol="tls://" if self.tls else "tcp://",
+                security=security,
                 memory_limit=self.config["memory_limit"],
                 dashboard_address=self.config["dashboard_address"],
             )
         try:
-            with Client(cluster) as client:
+            with registered(cluster.scheduler_address, security), Client(cluster) as client:
                 yield client
         finally:
             _close(cluster)
