@@ -43,17 +43,15 @@ def _record_name(layout: Any) -> str | None:
     return parameters.get("collection_name") or parameters.get("__record__")
 
 
-def _failing_record(err: BaseException, name: str) -> Any:
-    """The record layout whose field lookup raised, from the innermost frame that looked *name* up."""
+def _failing_array(err: BaseException, name: str) -> Any:
+    """The array or layout whose field lookup raised (innermost frame that looked *name* up), or None."""
     tb = err.__traceback__
     found = None
     while tb is not None:
         local = tb.tb_frame.f_locals
         if name in (local.get("where"), local.get("field")) and "self" in local:
             holder = local["self"]
-            record = _record_layout(getattr(holder, "layout", holder))
-            if record is not None:
-                found = record
+            found = getattr(holder, "layout", holder)
         tb = tb.tb_next
     return found
 
@@ -103,7 +101,10 @@ def missing_field_message(err: BaseException, events: Any = None) -> str | None:
     if name is None:
         return None
     top = _record_layout(getattr(getattr(events, "layout", None), "form", None))
-    record = _failing_record(err, name)
+    failing = _failing_array(err, name)
+    record = _record_layout(failing)
+    if failing is not None and record is None:
+        return None  # not a record at all (``events.Muon.pt.x``): awkward's message says enough
     if record is not None:
         is_events = top is not None and list(record.fields) == list(top.fields)
         where = "events" if is_events else _record_name(record) or "the record"
