@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +131,13 @@ def run_command(
     Exit status: 0 on success, 1 when some partitions failed (the partial output is still written and
     marked partial in report.json), 2 on a configuration or input error.
     """
+    from distproc.cluster import open_client
     from distproc.columns import bind_writers, write_manifests
     from distproc.config import load_config, run_config
     from distproc.engine import run
     from distproc.io import save
     from distproc.processor import load_processor
+    from distproc.reading import format_skipped, skipped_branches
 
     overrides = {
         "chunksize": chunksize,
@@ -163,18 +166,16 @@ def run_command(
         processor = load_processor(cfg.processor, cfg.processor_args, base_dir=cfg.processor_base)
         bind_writers(processor, out_dir)  # column outputs without a directory go to OUTPUT/<name>
         options = {**cfg.options, **{k: v for k, v in overrides.items() if v is not None}}
-        result = run(
-            processor,
-            cfg.fileset,
-            cluster=scheduler or cfg.cluster,
-            workers=workers,
-            base_dir=str(cfg.fileset_dir),
-            **options,
-        )
+        started = time.time()
+        with open_client(scheduler or cfg.cluster, workers=workers) as client:
+            result = run(processor, cfg.fileset, cluster=client, base_dir=str(cfg.fileset_dir), **options)
+            skipped = format_skipped(skipped_branches(client, since=started))
         save(result, out_dir)
         manifests = write_manifests(result.output)
     except DistprocError as err:
         _fail(err)
+    if skipped:
+        click.echo(skipped)
     print_summary(result, out_dir, manifests)
     sys.exit(1 if result.partial else 0)
 
