@@ -78,7 +78,8 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
         console.print("columns:")
         for key, manifest in manifests.items():
             n_files = len(files[key].paths())
-            console.print(f"  {key}: {files[key].rows:,} rows in {n_files} Parquet file(s), {manifest}")
+            kind = "ROOT" if files[key].format == "root" else "Parquet"
+            console.print(f"  {key}: {files[key].rows:,} rows in {n_files} {kind} file(s), {manifest}")
     for failure in report.failures:
         console.print(f"[red]FAILED[/red] {failure.describe()}")
     for skipped in report.skipped_files:
