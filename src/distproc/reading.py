@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
+from distproc.parquet_input import count_rows, is_parquet, open_parquet, parquet_events
 
 __all__ = (
     "SCHEMAS",
@@ -266,8 +267,11 @@ def file_identity(path: str) -> str | None:
 def count_entries(path: str, treename: str, dataset: str | None = None, retries: int = 3) -> int:
     """Number of entries of *treename* in *path* (runs on a worker during preprocessing).
 
-    Reads the head of the tree's record only (:func:`_header_entries`), else the whole tree.
+    Reads the head of the tree's record only (:func:`_header_entries`), else the whole tree. A Parquet
+    file's rows are read from its footer (:mod:`distproc.parquet_input`).
     """
+    if is_parquet(path):
+        return count_rows(path, dataset)
     with _open_file(path, retries=retries, dataset=dataset) as file:
         entries = _header_entries(file, treename)
         if entries is None:
@@ -331,6 +335,9 @@ def partition_events(
     *path*: its tree's metadata is then not read and parsed again.
     """
     schema_cls = schema_class(schema)
+    if is_parquet(path):
+        file = file or with_retries(lambda: open_parquet(path), what=path, retries=retries)
+        return parquet_events(file, entry_start, entry_stop, schema_cls, metadata), file
     if file is None:
         file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
     with warnings.catch_warnings():
