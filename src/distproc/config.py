@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from distproc.exceptions import ConfigError, format_options
+from distproc.reading import SCHEMAS
 
 __all__ = ("RunConfig", "defaults", "load_config", "resolve_run_options", "run_config")
 
@@ -59,6 +60,9 @@ def _check(key: str, value: Any, source: str | None) -> Any:
         raise ConfigError(msg, key=key, source=source)
     if key in _MINIMUM and value is not None and value < _MINIMUM[key]:
         msg = f"{key} must be at least {_MINIMUM[key]}, got {value!r}"
+        raise ConfigError(msg, key=key, source=source)
+    if key == "schema" and value.lower() not in SCHEMAS:
+        msg = f"unknown schema {value!r}. {format_options(value, SCHEMAS, 'schemas')}"
         raise ConfigError(msg, key=key, source=source)
     return value
 

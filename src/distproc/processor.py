@@ -204,6 +204,9 @@ def load_processor(spec: str, args: Mapping[str, Any] | None = None, *, base_dir
         raise ProcessorLoadError(msg) from None
     try:
         return cls(**dict(args or {}))
-    except TypeError as err:
-        msg = f"could not create {class_name} from {target} with arguments {dict(args or {})}: {err}"
+    except Exception as err:  # the user's constructor may raise anything: name the class and arguments
+        msg = (
+            f"could not create {class_name} from {target} with arguments {dict(args or {})}: "
+            f"{type(err).__name__}: {err}"
+        )
         raise ProcessorLoadError(msg) from err
