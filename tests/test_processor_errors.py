@@ -132,4 +132,12 @@ def test_other_errors_are_left_alone(dy_events):
 def test_plain_awkward_records():
     events = ak.Array([{"jets": [{"pt": 40.0, "eta": 1.0}], "met": 12.0}])
     message = missing_field_message(_raised(lambda: events.jets.pts), events)
-    assert message.startswith("no field 'pts' in the record; did you mean 'pt'")
+    assert message.startswith("no field 'pts' in jets; did you mean 'pt'")
+    assert missing_field_message(_raised(lambda: events.mett), events).startswith(
+        "no field 'mett' in events; did you mean 'met'"
+    )
+    other = ak.Array([{"a": 1.0}])
+    assert (
+        missing_field_message(_raised(lambda: other.b), events)
+        == "no field 'b' in the record. Available fields: 'a'"
+    )

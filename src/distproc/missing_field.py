@@ -107,7 +107,8 @@ def missing_field_message(err: BaseException, events: Any = None) -> str | None:
         return None  # not a record at all (``events.Muon.pt.x``): awkward's message says enough
     if record is not None:
         is_events = top is not None and list(record.fields) == list(top.fields)
-        where = "events" if is_events else _record_name(record) or "the record"
+        same = [n for n, r in _collections(events) if list(r.fields) == list(record.fields)]
+        where = "events" if is_events else _record_name(record) or (same[0] if same else "the record")
         return _message(name, where, record.fields)
     candidates = _closest_collections(name, events)
     if len(candidates) == 1:
