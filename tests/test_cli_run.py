@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import awkward as ak
 import pytest
 import uproot
+from _cli import cli as run_cli
 
 import distproc
 from distproc.config import load_config, run_config
@@ -20,16 +19,9 @@ from distproc.exceptions import ConfigError
 PROCS = Path(__file__).parent / "procs" / "muon.py"
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "distproc.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", "DISTPROC_CACHE_DIR": str(cwd / "cache")},
-    )
+def cli(*args: str, cwd: Path):
+    """``distproc ARGS`` in *cwd* with its own preprocessing cache."""
+    return run_cli(*args, cwd=cwd, DISTPROC_CACHE_DIR=str(cwd / "cache"))
 
 
 def test_run_help_lists_the_options_that_need_no_yaml(tmp_path):

@@ -3,8 +3,6 @@ derived dataset (Parquet, ROOT) and an RNTuple read back as the next step's inpu
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from _cli import cli
 
 import distproc
 from distproc.columns import bind_writers, read_columns, write_manifests
@@ -187,24 +186,8 @@ def test_rntuple_input(client, tmp_path):
 def test_physlite_run_through_the_cli_summarises_skipped_branches_once(tmp_path):
     """The YAML of the README, through the CLI on two workers: coffea's ~250 "Skipping ..." warnings
     per file and worker become one summary; the sf_file tagged !path resolves next to the YAML."""
-    ran = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distproc.cli",
-            "run",
-            str(PROCESSORS / "physlite.yaml"),
-            "-o",
-            "out",
-            *WORKERS,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ, "COLUMNS": "200", "DISTPROC_CACHE_DIR": str(tmp_path / "cache")},
-    )
+    cache = {"DISTPROC_CACHE_DIR": str(tmp_path / "cache")}
+    ran = cli("run", str(PROCESSORS / "physlite.yaml"), "-o", "out", *WORKERS, cwd=tmp_path, **cache)
     assert ran.returncode == 0, ran.stderr + ran.stdout
     assert ran.stdout.count("coffea's schema left out") == 1
     assert "cannot be represented as an Awkward array: AnalysisElectrons" in ran.stdout

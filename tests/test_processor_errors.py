@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
 import awkward as ak
 import pytest
+from _cli import cli
 
 from distproc.missing_field import missing_field_message
 from distproc.reading import partition_events
@@ -25,18 +23,6 @@ BAD_PROCESSOR = textwrap.dedent("""\
             return {"pt": muons.ptt}
 """)
 RAISING_LINE = 7  # `return {"pt": muons.ptt}` above
-
-
-def cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "distproc.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 @pytest.mark.cluster
