@@ -204,3 +204,31 @@ def test_schema_that_does_not_match_the_file(physlite, nano_dy):
         partition_events(str(nano_dy), "Events", 0, 10, schema="physlite")
     with pytest.raises(FilesetError, match=r"looks like PHYSLITE \(CollectionTree\): set treename"):
         count_entries(str(physlite), "Events")
+
+
+def test_bad_parquet_input_names_the_file(tmp_path):
+    """A file that is not Parquet, and a missing one, stop preprocessing with the file named."""
+    from distproc.fileset import normalize_fileset
+    from distproc.partitioning import plan_partitions
+
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    for name, message in (("bad.parquet", "not a readable Parquet file"), ("gone.parquet", "file not found")):
+        datasets = normalize_fileset({"next": [str(tmp_path / name)]})
+        with pytest.raises(FilesetError, match=message) as info:
+            plan_partitions(datasets, chunksize=10, cache_dir=tmp_path / "cache")
+        assert info.value.file == str(tmp_path / name)
+
+
+def test_missing_manifest_in_a_fileset(tmp_path):
+    from distproc.fileset import normalize_fileset
+
+    with pytest.raises(FilesetError, match="column manifest not found; run the processor"):
+        normalize_fileset({"next": [str(tmp_path / "skim" / "manifest.json")]})
+
+
+def test_column_writer_format_is_checked():
+    from distproc.columns import ColumnWriter
+    from distproc.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"format must be one of \['parquet', 'root'\], got 'csv'"):
+        ColumnWriter("skim", format="csv")
