@@ -1,4 +1,4 @@
-"""Column outputs: derived datasets (skims, training data) written as Parquet from inside ``process``.
+"""Column outputs: derived datasets (skims, training data) written as Parquet or ROOT from ``process``.
 
 A processor that produces rows rather than histograms holds a :class:`ColumnWriter` and returns what it
 writes as part of its output::
@@ -12,7 +12,8 @@ writes as part of its output::
             table = ak.zip({"met": selected.MET.pt, "njet": ak.num(selected.Jet)})
             return {"skim": self.writer.write(table, events.metadata)}
 
-:meth:`ColumnWriter.write` writes one Parquet file per partition, first to a temporary name and then
+:meth:`ColumnWriter.write` writes one Parquet file (or, with ``format="root"``, one ROOT file with a
+TTree named ``Events``, written by uproot) per partition, first to a temporary name and then
 renamed into place, so a partition that fails leaves no partial file. The name is a pure function of
 the partition (dataset, input file, entry range): a retried or re-run partition overwrites its file
 instead of adding a duplicate. It returns a :class:`ColumnFiles`, an addable accumulator listing the
@@ -56,6 +57,10 @@ __all__ = (
 #: File name of the manifest written next to the Parquet files.
 MANIFEST_NAME = "manifest.json"
 _FORMAT = "distproc-columns-1"
+#: File formats a :class:`ColumnWriter` writes: suffix of the files.
+FORMATS = {"parquet": ".parquet", "root": ".root"}
+#: Name of the TTree in the ROOT files a ``format="root"`` writer writes.
+ROOT_TREENAME = "Events"
 _METADATA_KEYS = ("dataset", "filename", "entrystart", "entrystop")
 
 
@@ -105,6 +110,7 @@ class ColumnFiles:
     directory: str
     entries: dict[str, ColumnFile] = field(default_factory=dict)
     fields: tuple[str, ...] = ()
+    format: str = "parquet"
 
     def __add__(self, other: ColumnFiles) -> ColumnFiles:
         if not isinstance(other, ColumnFiles):
@@ -140,6 +146,8 @@ class ColumnFiles:
             ds["partitions"] += 1
         return {
             "format": _FORMAT,
+            "file_format": self.format,
+            **({"treename": ROOT_TREENAME} if self.format == "root" else {}),
             "name": self.name,
             "rows": self.rows,
             "fields": list(self.fields),
@@ -182,7 +190,12 @@ class ColumnWriter:
         set later by :func:`bind_writers` (``distproc run --output DIR`` does it). Workers must see the
         directory at the same path (a local cluster or a shared filesystem).
     compression
-        Parquet compression (``"zstd"``, ``"lz4"``, ``"snappy"``, ``"gzip"`` or ``None``).
+        Parquet compression (``"zstd"``, ``"lz4"``, ``"snappy"``, ``"gzip"`` or ``None``); for ROOT
+        files, uproot's default (zlib) is used.
+    format
+        ``"parquet"`` (default) or ``"root"``: a ROOT file per partition holding a TTree ``Events``
+        (jagged fields become ``std::vector`` branches with an ``n<field>`` counter), for training
+        frameworks and ROOT users.
 
     Examples
     --------
@@ -202,6 +215,7 @@ class ColumnWriter:
         directory: str | os.PathLike[str] | None = None,
         *,
         compression: Any = "zstd",
+        format: str = "parquet",
     ) -> None:
         if not isinstance(name, str) or not name or _safe(name) != name:
             msg = (
@@ -212,6 +226,10 @@ class ColumnWriter:
         self.name = name
         self.directory = None if directory is None else str(Path(directory).resolve())
         self.compression = compression
+        if format not in FORMATS:
+            msg = f"ColumnWriter format must be one of {sorted(FORMATS)}, got {format!r}"
+            raise ConfigError(msg, key="format")
+        self.format = format
 
     def path_for(self, metadata: Mapping[str, Any]) -> Path:
         """The Parquet file of the partition described by *metadata* (``events.metadata``).
@@ -233,7 +251,8 @@ class ColumnWriter:
             raise ConfigError(msg, key="directory")
         stem = _safe(Path(filename.rsplit("?", 1)[0]).name.removesuffix(".root")) or "file"
         digest = hashlib.blake2b(filename.encode(), digest_size=4).hexdigest()
-        return Path(self.directory) / _safe(dataset) / f"{stem}-{digest}-{start}-{stop}.parquet"
+        suffix = FORMATS[self.format]
+        return Path(self.directory) / _safe(dataset) / f"{stem}-{digest}-{start}-{stop}{suffix}"
 
     def write(self, data: Any, metadata: Mapping[str, Any]) -> ColumnFiles:
         """Write *data* (one row per entry) for the partition of *metadata*; return the accumulator.
@@ -272,14 +291,14 @@ class ColumnWriter:
         if rows:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(path) as tmp:
-                ak.to_parquet(array, tmp, compression=self.compression, extensionarray=False)
+                _write_columns(array, tmp, self.compression, self.format)
             relative = path.relative_to(self.directory).as_posix()  # type: ignore[arg-type]
             size = path.stat().st_size
         else:
             path.unlink(missing_ok=True)  # an earlier run's file for this partition is stale now
         entry = ColumnFile(relative, rows, size, dataset, filename, start, stop)
         key = f"{dataset}|{filename}|{start}|{stop}"
-        return ColumnFiles(self.name, str(self.directory), {key: entry}, tuple(ak.fields(array)))
+        return ColumnFiles(self.name, str(self.directory), {key: entry}, tuple(ak.fields(array)), self.format)
 
     def __repr__(self) -> str:
         return f"ColumnWriter({self.name!r}, directory={self.directory!r})"
@@ -303,6 +322,19 @@ def _as_records(data: Any, name: str) -> Any:
         )
         raise ConfigError(msg, key="data")
     return ak.to_packed(array)  # Arrow needs contiguous buffers (column slices of a matrix are not)
+
+
+def _write_columns(array: Any, path: Path, compression: Any, file_format: str) -> None:
+    """Write *array* to *path* as Parquet or as a ROOT TTree (``file_format`` ``"parquet"``/``"root"``)."""
+    import awkward as ak
+
+    if file_format == "root":
+        import uproot
+
+        with uproot.recreate(path) as file:
+            file[ROOT_TREENAME] = {name: array[name] for name in ak.fields(array)}
+    else:
+        ak.to_parquet(array, path, compression=compression, extensionarray=False)
 
 
 def iter_column_files(output: Any, prefix: str = "") -> Iterator[tuple[str, ColumnFiles]]:
@@ -346,7 +378,7 @@ def write_manifest(files: ColumnFiles, *, prune: bool = False) -> Path:
     content = files.manifest()
     if prune:
         listed = {directory / entry["path"] for entry in content["files"] if entry["path"]}
-        for stale in directory.rglob("*.parquet"):
+        for stale in directory.rglob(f"*{FORMATS[files.format]}"):
             if stale not in listed:
                 stale.unlink()
     path = directory / MANIFEST_NAME
@@ -468,9 +500,9 @@ def read_columns(
     [{'n': 1}, {'n': 2}, {'n': 3}]
     """
     import awkward as ak
-    import pyarrow.parquet as pq
 
     content = read_manifest(manifest)
+    root = content.get("file_format") == "root"
     directory = Path(content["directory"])
     wanted = None if datasets is None else set(datasets)
     paths = []
@@ -479,7 +511,7 @@ def read_columns(
             continue
         path = directory / entry["path"]
         try:
-            rows = pq.read_metadata(path).num_rows
+            rows = _num_rows(path, root)
         except FileNotFoundError as err:
             msg = f"file listed in {directory / MANIFEST_NAME} is missing"
             raise ReadError(msg, file=str(path), dataset=entry["dataset"]) from err
@@ -493,4 +525,21 @@ def read_columns(
     fields = None if columns is None else list(columns)
     if not paths:
         return ak.Array([])
+    if root:
+        import uproot
+
+        return uproot.concatenate([f"{p}:{content['treename']}" for p in paths], fields, library="ak")
     return ak.from_parquet(paths, columns=fields)
+
+
+def _num_rows(path: Path, root: bool) -> int:
+    if not root:
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
+    if not path.exists():
+        raise FileNotFoundError(path)
+    import uproot
+
+    with uproot.open(path) as file:
+        return int(file[ROOT_TREENAME].num_entries)

@@ -4,6 +4,11 @@ Precedence for a run option: explicit keyword argument (or CLI flag) → run YAM
 environment variable → the defaults shipped in ``distproc/distproc.yaml``. Every value is validated;
 unknown keys and wrong types raise :class:`~distproc.exceptions.ConfigError` naming the key, the file
 and the closest valid keys.
+
+Paths in a YAML file: the fileset's file paths, ``processor.class``'s file and ``fileset:`` naming a
+file resolve against the YAML file's directory. Any other value (``processor.args`` such as
+``model_path``) is passed as written, unless tagged ``!path``: ``model_path: !path model.onnx`` becomes
+the absolute path of ``model.onnx`` next to the YAML file (``~`` expands; absolute paths and URLs stay).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Any
 import yaml
 
 from distproc.exceptions import ConfigError, format_options
+from distproc.reading import SCHEMAS
 
-__all__ = ("RunConfig", "defaults", "load_config", "resolve_run_options")
+__all__ = ("RunConfig", "defaults", "load_config", "resolve_run_options", "run_config")
 
 #: Run option → accepted types (``type(None)`` where null is allowed).
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -58,6 +64,9 @@ def _check(key: str, value: Any, source: str | None) -> Any:
         raise ConfigError(msg, key=key, source=source)
     if key in _MINIMUM and value is not None and value < _MINIMUM[key]:
         msg = f"{key} must be at least {_MINIMUM[key]}, got {value!r}"
+        raise ConfigError(msg, key=key, source=source)
+    if key == "schema" and value.lower() not in SCHEMAS:
+        msg = f"unknown schema {value!r}. {format_options(value, SCHEMAS, 'schemas')}"
         raise ConfigError(msg, key=key, source=source)
     if key in _CHOICES and value not in _CHOICES[key]:
         msg = f"{key} must not be {value!r}. {format_options(value, _CHOICES[key], 'values')}"
@@ -107,6 +116,33 @@ class RunConfig:
     base_dir: Path = field(default_factory=Path.cwd)
     #: Where the fileset's relative paths resolve: the fileset file's directory, or ``base_dir``.
     fileset_dir: Path = field(default_factory=Path.cwd)
+    #: Where a relative processor file resolves (``base_dir`` unless given apart from the YAML).
+    processor_base: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.processor_base is None:
+            self.processor_base = self.base_dir
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load`` plus the ``!path`` tag: a path relative to the YAML file's directory."""
+
+    def __init__(self, stream: str, base_dir: Path) -> None:
+        super().__init__(stream)
+        self.base_dir = base_dir
+
+
+def _construct_path(loader: _Loader, node: yaml.Node) -> str:
+    if not isinstance(node, yaml.ScalarNode) or not loader.construct_scalar(node):
+        msg = f"!path takes one non-empty string (a file or directory path), at {node.start_mark}"
+        raise ConfigError(msg, source=str(node.start_mark.name))
+    value = os.path.expanduser(str(loader.construct_scalar(node)))
+    if "://" in value or os.path.isabs(value):
+        return value
+    return str((loader.base_dir / value).resolve())
+
+
+_Loader.add_constructor("!path", _construct_path)
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -115,8 +151,9 @@ def _read_yaml(path: Path, what: str) -> Any:
     except OSError as err:
         msg = f"cannot read {what} {path}: {err.strerror}"
         raise ConfigError(msg, source=str(path)) from err
+    base_dir = path.parent.resolve()
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=lambda stream: _Loader(stream, base_dir))  # SafeLoader + !path
     except yaml.YAMLError as err:
         msg = f"{what} is not valid YAML: {err}"
         raise ConfigError(msg, source=str(path)) from err
@@ -134,13 +171,70 @@ def _check_cluster(cluster: Mapping[str, Any], source: str) -> None:
         raise ConfigError(str(err), key=err.key, source=source) from err
 
 
+#: Suffixes of input files given directly as a fileset (``--fileset data.root``).
+_DATA_SUFFIXES = (".root", ".parquet")
+
+
+def _fileset(value: Any, base_dir: Path, source: str | None) -> tuple[Mapping[str, Any], Path]:
+    """The fileset mapping of *value* (a mapping, a fileset file, or one input file) and its directory."""
+    fileset_dir = base_dir.resolve()
+    if isinstance(value, str | os.PathLike):
+        fileset_path = base_dir / value
+        if fileset_path.suffix in _DATA_SUFFIXES:
+            return {fileset_path.stem: [str(fileset_path.resolve())]}, fileset_dir
+        value = _read_yaml(fileset_path, "fileset file")
+        fileset_dir = fileset_path.parent.resolve()
+    if not isinstance(value, Mapping):
+        msg = f"fileset must be a mapping or the path of a YAML/JSON file, got {type(value).__name__}"
+        raise ConfigError(msg, key="fileset", source=source)
+    return value, fileset_dir
+
+
+def run_config(
+    processor: str, fileset: str | os.PathLike[str] | Mapping[str, Any], **options: Any
+) -> RunConfig:
+    """A :class:`RunConfig` without a YAML file (``distproc run --processor ... --fileset ...``).
+
+    Relative paths resolve against the current directory.
+
+    Parameters
+    ----------
+    processor
+        ``"path/to/file.py:Class"`` or ``"package.module:Class"``.
+    fileset
+        A fileset mapping, the path of a YAML/JSON file holding one, or one input file (``.root``,
+        ``.parquet``: a dataset named after the file).
+    **options
+        Run options (see :func:`resolve_run_options`); ``None`` values are left out.
+
+    Examples
+    --------
+    >>> from distproc.config import run_config
+    >>> cfg = run_config("analysis.py:Analysis", "data/dy.root", schema="nanoaod")
+    >>> dict(cfg.fileset)["dy"][0].endswith("data/dy.root"), cfg.options
+    (True, {'schema': 'nanoaod'})
+    """
+    fileset_map, fileset_dir = _fileset(fileset, Path.cwd(), None)
+    given = {k: v for k, v in options.items() if v is not None}
+    resolve_run_options(**given)  # unknown keys and wrong types fail here, naming the option
+    return RunConfig(
+        processor=processor,
+        processor_args={},
+        fileset=fileset_map,
+        options=given,
+        base_dir=Path.cwd(),
+        fileset_dir=fileset_dir,
+    )
+
+
 def load_config(path: str | os.PathLike[str]) -> RunConfig:
     """Read and validate a run YAML.
 
     ``processor`` is ``"file.py:Class"`` or ``{class: "file.py:Class", args: {...}}``; ``fileset`` is a
     coffea fileset mapping or the path of a YAML/JSON file holding one; ``cluster`` is a scheduler address
     or ``{kind: ..., ...}``; the run options of :func:`resolve_run_options` may appear at top level.
-    Relative paths resolve against the YAML file's directory.
+    Relative paths of the processor file, the fileset file and the fileset's inputs resolve against
+    the YAML file's directory, as do values tagged ``!path`` (``model_path: !path model.onnx``).
 
     Examples
     --------
@@ -174,15 +268,7 @@ def load_config(path: str | os.PathLike[str]) -> RunConfig:
         msg = "processor must be 'file.py:Class' or {class: 'file.py:Class', args: {...}}"
         raise ConfigError(msg, key="processor", source=source)
 
-    fileset = data["fileset"]
-    fileset_dir = path.parent.resolve()
-    if isinstance(fileset, str):
-        fileset_path = path.parent / fileset
-        fileset = _read_yaml(fileset_path, "fileset file")
-        fileset_dir = fileset_path.parent.resolve()
-    if not isinstance(fileset, Mapping):
-        msg = f"fileset must be a mapping or the path of a YAML/JSON file, got {type(fileset).__name__}"
-        raise ConfigError(msg, key="fileset", source=source)
+    fileset, fileset_dir = _fileset(data["fileset"], path.parent, source)
 
     cluster = data.get("cluster")
     if cluster is not None and not isinstance(cluster, str | Mapping):

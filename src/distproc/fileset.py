@@ -9,7 +9,9 @@ Accepts coffea's fileset dictionary unchanged::
 A dataset's ``files`` is a mapping path → tree name (or → ``{"object_path": name, ...}`` as written by
 coffea's dataset tools), or a list of paths using the default tree name. Paths are local paths, globs
 (``*``, ``?``, ``[...]``, ``**``) or remote URLs such as ``root://host:port//path``. Relative paths resolve
-against ``base_dir`` (the directory of the YAML file that named them).
+against ``base_dir`` (the directory of the YAML file that named them). Inputs may be ROOT files, Parquet
+files, or a distproc column manifest (``manifest.json`` or its directory, written by a
+:class:`~distproc.columns.ColumnWriter`), which stands for the files it lists.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from distproc._paths import is_remote
+from distproc.columns import MANIFEST_NAME, read_manifest
 from distproc.exceptions import FilesetError
 
 __all__ = ("Dataset", "FileSpec", "normalize_fileset")
@@ -65,6 +68,10 @@ def _expand(pattern: str, base_dir: Path | None, dataset: str, treename: str) ->
             msg = f"glob {pattern!r} matched no file"
             raise FilesetError(msg, dataset=dataset, treename=treename)
         return matches
+    if path.endswith(MANIFEST_NAME) or os.path.isfile(os.path.join(path, MANIFEST_NAME)):
+        manifest = read_manifest(path)
+        listed = [e["path"] for e in manifest["files"] if e["path"] is not None]
+        return [os.path.join(manifest["directory"], p) for p in listed]
     return [path]
 
 

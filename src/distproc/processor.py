@@ -31,6 +31,25 @@ class Processor(ProcessorABC):
     :class:`distproc.systematics.ShapeVariations`) and override :meth:`process_variation`, which then runs
     once per variation with the varied events; every histogram it returns gains a ``variation`` axis.
 
+    **What** ``process(events)`` **receives**: one partition (an entry range of one file) as coffea
+    NanoEvents in virtual mode — an awkward array with one record per event, whose collections
+    (``events.Muon``, ``events.Jet``, ``events.Electrons`` for PHYSLITE, ...) follow the run's ``schema``;
+    a branch is read from the file when the code first touches it. ``events.metadata`` holds the
+    dataset's metadata from the fileset plus ``dataset``, ``filename``, ``treename``, ``entrystart``
+    and ``entrystop``. ``len(events)`` is the number of events in the partition.
+
+    **What it may return**: an accumulator, i.e. anything coffea's ``accumulate`` can add over
+    partitions — usually a (nested) dict whose values are :class:`hist.Hist`, numbers, ``set`` s,
+    ``list`` s, :class:`~distproc.columns.ColumnFiles` (from a
+    :class:`~distproc.columns.ColumnWriter`), or other dicts. Every partition should return the same
+    keys with compatible histograms (same axes); ``None`` contributes nothing. It must pickle (it
+    travels back from the workers). :meth:`postprocess` then sees the sum, once, on the client.
+
+    **Where it runs**: on the cluster's workers, one partition per call; the processor instance is
+    pickled and shipped once per worker, so its attributes must pickle and it must not rely on state
+    shared between calls. An exception in ``process`` fails that partition: it is recorded with its
+    traceback, which names the processor's file and line.
+
     Examples
     --------
     >>> import hist, distproc
@@ -62,6 +81,43 @@ class Processor(ProcessorABC):
         return accumulator
 
 
+#: Source files of processors loaded by :func:`load_processor` (and their local helper modules).
+_USER_FILES: set[str] = set()
+#: The code reducer of the cloudpickle checked with (3.1); see :func:`_keep_code_file_names`.
+_CLOUDPICKLE_CODE_REDUCE: Any = None
+
+
+def _code_reduce_keeping_file(code: Any) -> Any:
+    """cloudpickle's code reducer, keeping ``co_filename`` for code compiled from a processor's file."""
+    reducer, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    if code.co_filename in _USER_FILES:
+        args = tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
+    return reducer, args
+
+
+def _keep_code_file_names() -> None:
+    """Make cloudpickle keep the file name of the user's processor code (once per process).
+
+    A module pickled by value (see :func:`_pickle_local_modules`) has its functions' code objects
+    rebuilt on the workers, and cloudpickle replaces their ``co_filename`` with ``"<dynamic-code>"``, so
+    a traceback from a worker said ``File "<dynamic-code>", line 32``. The real path is kept for the
+    files in :data:`_USER_FILES` only; other code is pickled as cloudpickle does. This reaches into
+    cloudpickle's reducer table (``Pickler._dispatch_table``), checked with cloudpickle 3.1
+    (``tests/test_processor_errors.py`` pins that the traceback names the file); with a cloudpickle
+    without that table, tracebacks show ``<dynamic-code>`` again and nothing else changes.
+    """
+    global _CLOUDPICKLE_CODE_REDUCE
+    import types
+
+    import cloudpickle
+
+    table = getattr(cloudpickle.Pickler, "_dispatch_table", None)
+    if _CLOUDPICKLE_CODE_REDUCE is not None or not isinstance(table, dict) or types.CodeType not in table:
+        return
+    _CLOUDPICKLE_CODE_REDUCE = table[types.CodeType]
+    table[types.CodeType] = _code_reduce_keeping_file
+
+
 def _module_from_file(path: Path) -> Any:
     name = f"distproc_user_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -89,12 +145,15 @@ def _pickle_local_modules(module: Any, directory: Path, new: set[str]) -> None:
     """Pickle the processor module and helpers imported from its directory by value (workers lack them)."""
     import cloudpickle
 
+    _keep_code_file_names()
     cloudpickle.register_pickle_by_value(module)
+    _USER_FILES.add(str(module.__file__))
     for name in new:
         mod = sys.modules.get(name)
         file = getattr(mod, "__file__", None)
         if file and Path(file).resolve().is_relative_to(directory.resolve()):
             cloudpickle.register_pickle_by_value(mod)
+            _USER_FILES.add(str(file))
 
 
 def load_processor(spec: str, args: Mapping[str, Any] | None = None, *, base_dir: Path | None = None) -> Any:
@@ -145,6 +204,9 @@ def load_processor(spec: str, args: Mapping[str, Any] | None = None, *, base_dir
         raise ProcessorLoadError(msg) from None
     try:
         return cls(**dict(args or {}))
-    except TypeError as err:
-        msg = f"could not create {class_name} from {target} with arguments {dict(args or {})}: {err}"
+    except Exception as err:  # the user's constructor may raise anything: name the class and arguments
+        msg = (
+            f"could not create {class_name} from {target} with arguments {dict(args or {})}: "
+            f"{type(err).__name__}: {err}"
+        )
         raise ProcessorLoadError(msg) from err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import struct
 import time
 import warnings
@@ -18,8 +19,19 @@ from typing import Any, TypeVar
 from distproc._compat import schema_with_form, tree_base_form
 from distproc._paths import is_remote
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
+from distproc.parquet_input import count_rows, is_parquet, open_parquet, parquet_events
 
-__all__ = ("SCHEMAS", "count_entries", "file_identity", "partition_events")
+__all__ = (
+    "SCHEMAS",
+    "SKIPPED_TOPIC",
+    "check_schema",
+    "count_entries",
+    "file_format",
+    "file_identity",
+    "format_skipped",
+    "partition_events",
+    "skipped_branches",
+)
 
 T = TypeVar("T")
 
@@ -29,6 +41,42 @@ SCHEMAS = {
     "physlite": "PHYSLITESchema",
     "base": "BaseSchema",
 }
+
+#: What a file of each schema's format looks like: its usual tree name, a label for messages, and
+#: whether a tree's top-level branch names are of that format (see :func:`file_format`).
+_FORMATS: dict[str, tuple[str, str, Callable[[set[str]], bool]]] = {
+    "nanoaod": ("Events", "NanoAOD", lambda keys: {"run", "luminosityBlock", "event"} <= keys),
+    "physlite": (
+        "CollectionTree",
+        "PHYSLITE",
+        lambda keys: "EventInfoAux." in keys and any(k.startswith("Analysis") for k in keys),
+    ),
+}
+
+
+def file_format(tree: Any) -> str | None:
+    """The schema whose format *tree* has (``"nanoaod"``, ``"physlite"``), from its branch names; None
+    for anything else (a flat ntuple)."""
+    keys = set(tree.keys(recursive=False))
+    return next((name for name, (_, _, looks) in _FORMATS.items() if looks(keys)), None)
+
+
+def check_schema(tree: Any, schema: str, *, dataset: str | None = None) -> None:
+    """Raise :class:`~distproc.exceptions.FilesetError` when *tree* is of another format than *schema*.
+
+    ``"base"`` reads any tree. The message names the format found, the tree, the schema given and the
+    fix: ``this file looks like PHYSLITE (CollectionTree); schema is nanoaod: set schema: physlite``.
+    """
+    found = file_format(tree)
+    if schema == "base" or found is None or found == schema:
+        return
+    usual_tree, label, _ = _FORMATS[found]
+    fix = f"set schema: {found}" + ("" if tree.name == usual_tree else f" (its tree is usually {usual_tree})")
+    msg = f"this file looks like {label} ({tree.name}); schema is {schema}: {fix}"
+    raise FilesetError(
+        msg, dataset=dataset, file=tree.file.file_path, treename=tree.object_path.lstrip("/").split(";")[0]
+    )
+
 
 #: Warnings coffea's NanoAOD schema emits for every partition of files whose cross-references point to
 #: collections that were dropped (common in skims). They say nothing about the partition, so they are
@@ -174,6 +222,10 @@ def _get_tree(file: Any, path: str, treename: str, dataset: str | None) -> Any:
     except KeyError as err:
         keys = {k.split(";")[0] for k in file.keys(recursive=False)}
         msg = f"no tree named {treename!r}. {format_options(treename, keys, 'keys')}"
+        for schema, (usual_tree, label, _) in _FORMATS.items():
+            if usual_tree in keys and usual_tree != treename:
+                fix = f"set treename: {usual_tree}, schema: {schema}"
+                msg += f"\nthis file looks like {label} ({usual_tree}): {fix}"
         raise FilesetError(msg, dataset=dataset, file=path, treename=treename) from err
     except Exception as err:
         msg = f"tree could not be read: {type(err).__name__}: {err}"
@@ -212,8 +264,11 @@ def file_identity(path: str) -> str | None:
 def count_entries(path: str, treename: str, dataset: str | None = None, retries: int = 3) -> int:
     """Number of entries of *treename* in *path* (runs on a worker during preprocessing).
 
-    Reads the head of the tree's record only (:func:`_header_entries`), else the whole tree.
+    Reads the head of the tree's record only (:func:`_header_entries`), else the whole tree. A Parquet
+    file's rows are read from its footer (:mod:`distproc.parquet_input`).
     """
+    if is_parquet(path):
+        return count_rows(path, dataset)
     with _open_file(path, retries=retries, dataset=dataset) as file:
         entries = _header_entries(file, treename)
         if entries is None:
@@ -279,6 +334,9 @@ def partition_events(
     that name (see :func:`_uproot_open`).
     """
     schema_cls = schema_class(schema)
+    if is_parquet(path):
+        file = file or with_retries(lambda: open_parquet(path), what=path, retries=retries)
+        return parquet_events(file, entry_start, entry_stop, schema_cls, metadata), file
     if file is None:
         file = with_retries(lambda: _uproot_open(path, local_reads), what=path, retries=retries)
     with warnings.catch_warnings():
@@ -286,6 +344,96 @@ def partition_events(
             warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
         events = _virtual_events(file, treename, entry_start, entry_stop, schema_cls, metadata)
     return events, file
+
+
+#: coffea's warning for each branch its schema leaves out ("Skipping AnalysisTrigMatch_HLT_... as it is it
+#: cannot be represented as an Awkward array"): 250 per PHYSLITE file and worker process. They are
+#: collected here and summarised once per run (:func:`skipped_branches`, :func:`format_skipped`).
+_SKIPPING = re.compile(r"^Skipping (?P<branch>\S+) as it is (?:it )?(?P<reason>.+?)\.?$")
+#: Topic of the distributed event that carries one file's skipped branches from a worker to the client.
+SKIPPED_TOPIC = "distproc-skipped-branches"
+#: Skipped branches of files read outside a Dask worker (in-process runs): file → reason → branches.
+_LOCAL_SKIPPED: dict[str, dict[str, list[str]]] = {}
+
+
+def _report_skipped(path: str, caught: list[warnings.WarningMessage]) -> None:
+    """Group coffea's "Skipping ..." warnings of one file by reason and report them (re-emit others)."""
+    skipped: dict[str, list[str]] = {}
+    for warning in caught:
+        match = _SKIPPING.match(str(warning.message))
+        if match is None:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            continue
+        names = skipped.setdefault(match.group("reason"), [])
+        if match.group("branch") not in names:
+            names.append(match.group("branch"))
+    if not skipped:
+        return
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        _LOCAL_SKIPPED[path] = skipped
+        return
+    worker.log_event(SKIPPED_TOPIC, {"file": path, "skipped": skipped})
+
+
+def skipped_branches(client: Any = None, since: float | None = None) -> dict[str, dict[str, list[str]]]:
+    """The branches coffea's schema left out, per file and reason, reported since *since* (a
+    ``time.time()``): by the workers of *client* and by this process.
+
+    Examples
+    --------
+    >>> skipped_branches()  # doctest: +SKIP
+    {'/data/PHYSLITE.root': {'cannot be represented as an Awkward array': ['AnalysisTrigMatch_...', ...]}}
+    """
+    found = dict(_LOCAL_SKIPPED)
+    if client is not None:
+        for stamp, event in client.get_events(SKIPPED_TOPIC):
+            if since is None or stamp >= since:
+                found[event["file"]] = event["skipped"]
+    return found
+
+
+def format_skipped(skipped: Mapping[str, Mapping[str, list[str]]]) -> str | None:
+    """One paragraph summarising :func:`skipped_branches` (None when nothing was skipped).
+
+    Examples
+    --------
+    >>> print(format_skipped({"a.root": {"not interpretable by Uproot": ["EventInfoAuxDyn.link"]}}))
+    note: coffea's schema left out 1 branch(es) of 1 file(s) (not in events; use uproot to read them):
+      1 not interpretable by Uproot: EventInfoAuxDyn.link
+    """
+    by_reason: dict[str, set[str]] = {}
+    for reasons in skipped.values():
+        for reason, names in reasons.items():
+            by_reason.setdefault(reason, set()).update(names)
+    if not by_reason:
+        return None
+    total = sum(len(names) for names in by_reason.values())
+    lines = [
+        f"note: coffea's schema left out {total:,} branch(es) of {len(skipped)} file(s) (not in events; "
+        "use uproot to read them):"
+    ]
+    for reason, names in sorted(by_reason.items()):
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        lines.append(f"  {len(names):,} {reason}: {shown}")
+    return "\n".join(lines)
+
+
+def _checked_schema(tree: Any, schema_cls: type, dataset: str | None) -> Any:
+    """Build *tree*'s schema after :func:`check_schema`; coffea's "Skipping ..." warnings are collected
+    (:func:`_report_skipped`) instead of printed."""
+    names = {cls_name: name for name, cls_name in SCHEMAS.items()}
+    check_schema(tree, names.get(schema_cls.__name__, "base"), dataset=dataset)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base_form = tree_base_form(tree)
+        base_form["typenames"] = tree.typenames()
+        schema = schema_cls(base_form)
+    _report_skipped(tree.file.file_path, caught)
+    return schema
 
 
 def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> Any:
@@ -302,9 +450,7 @@ def _schema(tree: Any, schema_cls: type, metadata: Mapping[str, Any] | None) -> 
     from distproc.engine.state import current_state
 
     def build() -> Any:
-        base_form = tree_base_form(tree)
-        base_form["typenames"] = tree.typenames()
-        return schema_cls(base_form)
+        return _checked_schema(tree, schema_cls, (metadata or {}).get("dataset"))
 
     key = (str(tree.file.uuid), tree.object_path, f"{schema_cls.__module__}.{schema_cls.__qualname__}")
     schema = current_state().cached("schema", key, build)

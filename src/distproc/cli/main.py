@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
         console.print("columns:")
         for key, manifest in manifests.items():
             n_files = len(files[key].paths())
-            console.print(f"  {key}: {files[key].rows:,} rows in {n_files} Parquet file(s), {manifest}")
+            kind = "ROOT" if files[key].format == "root" else "Parquet"
+            console.print(f"  {key}: {files[key].rows:,} rows in {n_files} {kind} file(s), {manifest}")
     for failure in report.failures:
         console.print(f"[red]FAILED[/red] {failure.describe()}")
     for skipped in report.skipped_files:
@@ -88,16 +90,34 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
 
 
 @main.command("run")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option(
+    "--processor",
+    "processor_spec",
+    metavar="FILE:CLASS",
+    help="The processor: path/to/file.py:Class or package.module:Class (instead of the config's).",
+)
+@click.option(
+    "--fileset",
+    "fileset",
+    metavar="FILE",
+    help="A YAML/JSON fileset file, or one .root/.parquet input file (instead of the config's).",
+)
+@click.option("--schema", help="NanoEvents schema: nanoaod, physlite or base (flat ntuples).")
+@click.option("--treename", help="Tree read where the fileset names none (default Events).")
 @click.option("--scheduler", help="Address of a running Dask scheduler (tcp://… or tls://…).")
 @click.option("--workers", type=click.IntRange(min=1), help="Workers of the local cluster.")
 @click.option("--chunksize", type=int, help="Events per partition.")
 @click.option("--max-chunks", type=int, help="At most this many partitions per dataset.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
 def run_command(
-    config: Path,
+    config: Path | None,
     output: Path | None,
+    processor_spec: str | None,
+    fileset: str | None,
+    schema: str | None,
+    treename: str | None,
     scheduler: str | None,
     workers: int | None,
     chunksize: int | None,
@@ -106,37 +126,58 @@ def run_command(
 ) -> None:
     """Run the processor, fileset and cluster named in CONFIG (YAML) and write the outputs.
 
+    Without CONFIG, --processor, --fileset and --output say what to run, e.g.
+    `distproc run --processor analysis.py:Analysis --fileset dy.root --output out`. Flags override
+    the config's values.
+
     Exit status: 0 on success, 1 when some partitions failed (the partial output is still written and
     marked partial in report.json), 2 on a configuration or input error.
     """
+    from distproc.cluster import open_client
     from distproc.columns import bind_writers, write_manifests
-    from distproc.config import load_config
+    from distproc.config import load_config, run_config
     from distproc.engine import run
     from distproc.io import save
     from distproc.processor import load_processor
+    from distproc.reading import format_skipped, skipped_branches
 
+    overrides = {
+        "chunksize": chunksize,
+        "max_chunks": max_chunks,
+        "progress": progress,
+        "schema": schema,
+        "treename": treename,
+    }
     try:
-        cfg = load_config(config)
+        if config is None:
+            if processor_spec is None or fileset is None:
+                msg = "give a CONFIG file, or --processor FILE:CLASS and --fileset FILE"
+                raise click.UsageError(msg)
+            cfg = run_config(processor_spec, fileset, **overrides)
+        else:
+            cfg = load_config(config)
+            given = run_config(processor_spec or cfg.processor, fileset or cfg.fileset)  # against cwd
+            if processor_spec is not None:
+                cfg.processor, cfg.processor_base = processor_spec, given.processor_base
+            if fileset is not None:
+                cfg.fileset, cfg.fileset_dir = given.fileset, given.fileset_dir
         out_dir = output or (cfg.base_dir / cfg.output if cfg.output else None)
         if out_dir is None:
             msg = "give --output DIR (or 'output:' in the config)"
             raise click.UsageError(msg)
-        processor = load_processor(cfg.processor, cfg.processor_args, base_dir=cfg.base_dir)
+        processor = load_processor(cfg.processor, cfg.processor_args, base_dir=cfg.processor_base)
         bind_writers(processor, out_dir)  # column outputs without a directory go to OUTPUT/<name>
-        overrides = {"chunksize": chunksize, "max_chunks": max_chunks, "progress": progress}
         options = {**cfg.options, **{k: v for k, v in overrides.items() if v is not None}}
-        result = run(
-            processor,
-            cfg.fileset,
-            cluster=scheduler or cfg.cluster,
-            workers=workers,
-            base_dir=str(cfg.fileset_dir),
-            **options,
-        )
+        started = time.time()
+        with open_client(scheduler or cfg.cluster, workers=workers) as client:
+            result = run(processor, cfg.fileset, cluster=client, base_dir=str(cfg.fileset_dir), **options)
+            skipped = format_skipped(skipped_branches(client, since=started))
         save(result, out_dir)
         manifests = write_manifests(result.output)
     except DistprocError as err:
         _fail(err)
+    if skipped:
+        click.echo(skipped)
     print_summary(result, out_dir, manifests)
     sys.exit(1 if result.partial else 0)
 

@@ -177,6 +177,77 @@ class BinnedLookup:
             tables[str(key)] = _check_values(owner, f"variation {key!r} values", table, shape, inputs)
         self._tables = tables
 
+    @classmethod
+    def from_hist(
+        cls,
+        histogram: Any,
+        *,
+        variations: Mapping[str, Any] | None = None,
+        errors: str | None = None,
+        inputs: Sequence[str] | None = None,
+        flow: Literal["clamp", "fill"] = "clamp",
+        flow_value: float = 1.0,
+        nan_value: float = math.nan,
+        name: str | None = None,
+    ) -> BinnedLookup:
+        """A lookup from a histogram: a :class:`hist.Hist` or a ROOT TH1/TH2/TH3 read by uproot.
+
+        The edges of the histogram's axes and its bin contents become the table, as coffea's
+        ``lookup_tools`` extractor reads a ROOT histogram. Only the regular bins are used: the
+        histogram's under/overflow bins are ignored, and a value outside the edges takes the first or
+        last bin (``flow="clamp"``, default) or ``flow_value`` (``flow="fill"``), as for any lookup.
+
+        Parameters
+        ----------
+        histogram
+            ``hist.Hist`` (any numeric axes, up to 3) or an uproot ``TH1``/``TH2``/``TH3`` (e.g.
+            ``uproot.open("sf.root")["muon_sf"]``).
+        variations
+            Named histograms with the same binning, e.g. ``{"sf_up": h_up, "sf_down": h_down}``.
+        errors
+            Make ``<errors>_up`` and ``<errors>_down`` from the bin errors: values ± sqrt(variance)
+            (a ``Weight`` storage hist, or a ROOT histogram's sumw2). Without variances the error is
+            sqrt(value), as ROOT's and hist's Poisson convention.
+        inputs
+            Input names, one per axis. Default: the axes' names (ROOT: ``xaxis``, ``yaxis``, ``zaxis``).
+        flow, flow_value, nan_value
+            As for :class:`BinnedLookup`.
+        name
+            Default: the histogram's name (ROOT) or ``"lookup"``.
+
+        Examples
+        --------
+        >>> import hist, awkward as ak
+        >>> h = hist.Hist.new.Var([20, 50, 100], name="pt").Weight()
+        >>> h[...] = [(0.9, 0.01**2), (0.95, 0.02**2)]
+        >>> sf = BinnedLookup.from_hist(h, errors="sf", name="muon_sf")
+        >>> sf.variations
+        ('nominal', 'sf_up', 'sf_down')
+        >>> sf(ak.Array([[30.0, 70.0], [500.0]]), variation="sf_up").tolist()
+        [[0.91, 0.97], [0.97]]
+        """
+        h = _as_hist(histogram)
+        edges = [np.asarray(axis.edges, dtype=np.float64) for axis in h.axes]
+        names = inputs if inputs is not None else [axis.name or f"x{i}" for i, axis in enumerate(h.axes)]
+        values = np.asarray(h.values(flow=False), dtype=np.float64)
+        tables = {key: _as_hist(other).values(flow=False) for key, other in (variations or {}).items()}
+        if errors is not None:
+            variances = h.variances(flow=False)
+            error = np.sqrt(np.abs(values) if variances is None else np.asarray(variances, dtype=np.float64))
+            tables[f"{errors}_up"] = values + error
+            tables[f"{errors}_down"] = values - error
+        default_name = getattr(histogram, "name", None) or "lookup"
+        return cls(
+            edges,
+            values,
+            tables,
+            names,
+            flow=flow,
+            flow_value=flow_value,
+            nan_value=nan_value,
+            name=name or str(default_name),
+        )
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Number of bins per axis."""
@@ -295,6 +366,26 @@ class BinnedLookup:
     def __repr__(self) -> str:
         axes = ", ".join(f"{n}: {len(e) - 1} bins" for n, e in zip(self.inputs, self.edges, strict=True))
         return f"BinnedLookup({self.name!r}, {axes}, variations={list(self._tables)}, flow={self.flow!r})"
+
+
+def _as_hist(histogram: Any) -> Any:
+    """*histogram* as a :class:`hist.Hist`: uproot's TH1/TH2/TH3 convert with ``to_hist()``."""
+    if hasattr(histogram, "to_hist") and not hasattr(histogram, "fill"):
+        histogram = histogram.to_hist()
+    if not (hasattr(histogram, "axes") and hasattr(histogram, "values")):
+        msg = (
+            "BinnedLookup.from_hist takes a hist.Hist or a ROOT TH1/TH2/TH3 read by uproot, got "
+            f"{type(histogram).__name__}"
+        )
+        raise BinningError(msg)
+    kinds = [type(axis).__name__ for axis in histogram.axes]
+    if any("Category" in kind for kind in kinds):
+        msg = (
+            f"BinnedLookup.from_hist needs numeric axes only, got {kinds}; select a category first, "
+            "e.g. h[{'dataset': 'ttbar'}]"
+        )
+        raise BinningError(msg)
+    return histogram
 
 
 class _Located(NamedTuple):
