@@ -9,6 +9,11 @@
 ``gateway_server``
     A dask-gateway server on localhost whose clusters are local processes (skipped when
     ``dask-gateway-server[local]`` is not installed).
+``worker_image``
+    The worker image built from ``deploy/Dockerfile`` by ``deploy/build_image.sh`` with podman, on a
+    local Debian base image (debootstrap; no registry needed), offline from wheels ``pip download``-ed
+    with this environment's versions as constraints. podman keeps both images, so a later session
+    reuses the base and the build's cached layers.
 
 Each starts only when a test that uses it is selected, and is stopped at the end of the session. When a
 service cannot be installed or started (not root, no package mirror), its tests are skipped with the
@@ -19,24 +24,33 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from .services import (
+    REPO,
     GatewayServer,
     ServiceError,
     Slurm,
     XRootD,
+    build_image,
+    download_wheels,
+    install_container_tools,
+    make_base_image,
     start_gateway,
     start_slurm,
     start_xrootd,
     stop_slurm,
 )
 
-__all__ = ("gateway_server", "slurm_cluster", "xrootd_server")
+__all__ = ("gateway_server", "slurm_cluster", "worker_image", "xrootd_server")
 
 
 def _unavailable(what: str, reason: str) -> None:
@@ -104,3 +118,43 @@ def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway
         yield server
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class WorkerImage:
+    """A built worker image, its base image, and the wheel directory it was installed from."""
+
+    name: str
+    base: str
+    wheels: Path
+
+
+#: Local names of the test images (podman's local storage; nothing is pushed anywhere).
+BASE_IMAGE = "localhost/distproc-test-base:debian"
+WORKER_IMAGE = "localhost/distproc-test-worker:latest"
+
+
+@pytest.fixture(scope="session")
+def worker_image(tmp_path_factory: pytest.TempPathFactory) -> WorkerImage:
+    """The worker image built from ``deploy/Dockerfile`` with this environment's package versions."""
+    _need_root("podman")
+    directory = tmp_path_factory.mktemp("image")
+    wheels = directory / "wheels"
+    freeze = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    constraints = directory / "client-versions.txt"
+    constraints.write_text("".join(f"{line}\n" for line in freeze.splitlines() if " @ " not in line))
+    try:
+        install_container_tools()
+        make_base_image(BASE_IMAGE)
+        build_system = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+        download_wheels(wheels, ["-r", str(REPO / "deploy" / "requirements.txt"), *build_system], constraints)
+    except ServiceError as err:
+        _unavailable("podman image build", str(err))
+    build = build_image(WORKER_IMAGE, base=BASE_IMAGE, wheels=wheels)
+    assert build.returncode == 0, f"deploy/build_image.sh failed:\n{build.stdout[-5000:]}\n{build.stderr}"
+    return WorkerImage(WORKER_IMAGE, BASE_IMAGE, wheels)

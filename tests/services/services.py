@@ -9,19 +9,26 @@ Usable outside pytest too::
 
 ``start_gateway`` runs a dask-gateway server (``dask-gateway-server[local]``) whose clusters are local
 processes, for the ``gateway`` back-end's tests.
+
+The worker-image helpers (``install_container_tools`` … ``chroot_command``, over ``image.sh``) build
+``deploy/Dockerfile`` with podman on a local Debian base and run programs from the image's file system
+with chroot, where ``podman run`` cannot run containers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 
 
 class ServiceError(RuntimeError):
@@ -208,6 +215,83 @@ def start_gateway(directory: Path) -> GatewayServer:
     raise ServiceError(
         f"dask-gateway-server did not start:\n{(directory / 'gateway.log').read_text()[-3000:]}"
     )
+
+
+#: The Python of an image built from deploy/Dockerfile (its virtual environment).
+IMAGE_PYTHON = "/opt/distproc/venv/bin/python"
+
+
+def install_container_tools() -> None:
+    """Install podman and debootstrap (Debian packages) unless present."""
+    _script("image.sh", "install", timeout=600)
+
+
+def make_base_image(name: str) -> None:
+    """Make the local base image *name* (debootstrap of this Debian release with python3) unless podman
+    has it already."""
+    _script("image.sh", "base", name, timeout=1200)
+
+
+def download_wheels(directory: Path, requirements: Sequence[str], constraints: Path) -> None:
+    """``pip download`` *requirements* (pip arguments) with *constraints* into *directory*, with this
+    Python's pip: the wheels for an offline image build (``build_image.sh --wheels``)."""
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "-d", str(directory), "-c", str(constraints)]
+    done = subprocess.run([*cmd, *requirements], capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise ServiceError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+
+
+def build_image(
+    tag: str, *, base: str, wheels: Path | None = None, extra: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``deploy/build_image.sh`` with podman (chroot isolation) and return the finished process."""
+    cmd = ["bash", str(REPO / "deploy" / "build_image.sh"), "-t", tag, "--base", base]
+    if wheels is not None:
+        cmd += ["--wheels", str(wheels)]
+    env = {**os.environ, "CONTAINER_ENGINE": "podman", "BUILDAH_ISOLATION": "chroot"}
+    return subprocess.run(
+        [*cmd, "--", *extra], env=env, capture_output=True, text=True, timeout=1800, check=False
+    )
+
+
+def podman(*args: str, timeout: float = 300) -> str:
+    """Run ``podman ARGS`` and return its standard output (``ServiceError`` when it fails)."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise ServiceError(f"podman {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def image_filesystem(image: str) -> Iterator[Path]:
+    """The file system of a (never started) container of *image*, mounted: what ``podman run`` would
+    give the container, writable, removed afterwards."""
+    container = podman("create", image)
+    try:
+        yield Path(podman("mount", container))
+    finally:
+        podman("umount", container)
+        podman("rm", container)
+
+
+def unpack_image(image: str, directory: Path) -> Path:
+    """Unpack *image* into *directory* as the README shows (``podman export`` of a created container)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    container = podman("create", image)
+    try:
+        with subprocess.Popen(["podman", "export", container], stdout=subprocess.PIPE) as export:
+            subprocess.run(["tar", "-x", "-C", str(directory)], stdin=export.stdout, check=True, timeout=600)
+        if export.returncode != 0:
+            raise ServiceError(f"podman export {container} failed ({export.returncode})")
+    finally:
+        podman("rm", container)
+    return directory
+
+
+def chroot_command(root: Path, binds: Sequence[Path], *command: str) -> list[str]:
+    """The command running *command* inside *root* (chroot, host network) with *binds* at their paths:
+    the stand-in for ``apptainer exec --bind ... ROOT command``."""
+    return ["bash", str(HERE / "image.sh"), "exec", str(root), ":".join(map(str, binds)), "--", *command]
 
 
 def main(argv: list[str]) -> int:
