@@ -9,6 +9,12 @@
 ``gateway_server``
     A dask-gateway server on localhost whose clusters are local processes (skipped when
     ``dask-gateway-server[local]`` is not installed).
+``sge_cluster``
+    A one-host Grid Engine cluster on localhost (Debian's gridengine packages, installed when
+    missing), with its client environment (``SGE_ROOT``, ...) exported for the session.
+``torque_commands``
+    Slurm's Torque wrappers (``qsub``/``qstat``/``qdel`` of ``slurm-wlm-torque``) first on ``PATH`` for
+    the session, submitting to ``slurm_cluster``: the ``pbs`` back-end's batch system.
 ``worker_image``
     The worker image built from ``deploy/Dockerfile`` by ``deploy/build_image.sh`` with podman, on a
     local Debian base image (debootstrap; no registry needed), offline from wheels ``pip download``-ed
@@ -36,6 +42,7 @@ import pytest
 
 from .services import (
     REPO,
+    SGE,
     GatewayServer,
     ServiceError,
     Slurm,
@@ -43,14 +50,24 @@ from .services import (
     build_image,
     download_wheels,
     install_container_tools,
+    install_torque_wrappers,
     make_base_image,
     start_gateway,
+    start_sge,
     start_slurm,
     start_xrootd,
+    stop_sge,
     stop_slurm,
 )
 
-__all__ = ("gateway_server", "slurm_cluster", "worker_image", "xrootd_server")
+__all__ = (
+    "gateway_server",
+    "sge_cluster",
+    "slurm_cluster",
+    "torque_commands",
+    "worker_image",
+    "xrootd_server",
+)
 
 
 def _unavailable(what: str, reason: str) -> None:
@@ -84,6 +101,45 @@ def slurm_cluster() -> Iterator[Slurm]:
             if left:
                 slurm.command("scancel", *left)
             stop_slurm(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sge_cluster() -> Iterator[SGE]:
+    """A running one-host Grid Engine cluster; its client environment is set for the whole session."""
+    _need_root("Grid Engine")
+    directory = Path(tempfile.mkdtemp(prefix="distproc-sge-"))
+    try:
+        sge = start_sge(directory)
+    except ServiceError as err:
+        stop_sge(directory)
+        _unavailable("Grid Engine", str(err))
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in sge.variables().items():
+            mp.setenv(name, value)
+        try:
+            yield sge
+        finally:
+            left = sge.jobs()
+            if left:
+                sge.command("qdel", *left)
+            stop_sge(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def torque_commands(slurm_cluster: Slurm) -> Iterator[Path]:
+    """The directory of Slurm's Torque wrappers, first on ``PATH`` for the whole session."""
+    directory = Path(tempfile.mkdtemp(prefix="distproc-torque-"))
+    try:
+        bin_dir = install_torque_wrappers(directory)
+    except ServiceError as err:
+        _unavailable("Slurm's Torque wrappers (slurm-wlm-torque)", str(err))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        try:
+            yield bin_dir
+        finally:
             shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -6,6 +6,8 @@ Usable outside pytest too::
     python tests/services/services.py slurm stop /tmp/slurm
     python tests/services/services.py xrootd start /tmp/xrd 1094 file.root
     python tests/services/services.py xrootd stop /tmp/xrd
+    python tests/services/services.py sge start /tmp/sge        # prints the environment to export
+    python tests/services/services.py sge stop /tmp/sge
 
 ``start_gateway`` runs a dask-gateway server (``dask-gateway-server[local]``) whose clusters are local
 processes, for the ``gateway`` back-end's tests.
@@ -59,8 +61,23 @@ def _script(name: str, *args: str, env: dict[str, str] | None = None, timeout: f
         raise ServiceError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
+class _BatchSystem:
+    """Waiting for a batch system's queue to empty; subclasses say how to list the jobs."""
+
+    def jobs(self) -> list[str]:
+        """Ids of the jobs in the queue (any state)."""
+        raise NotImplementedError
+
+    def wait_no_jobs(self, timeout: float = 30) -> list[str]:
+        """Wait until the queue is empty (cancelled jobs linger briefly); return what is left."""
+        deadline = time.monotonic() + timeout
+        while (left := self.jobs()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
+
+
 @dataclass
-class Slurm:
+class Slurm(_BatchSystem):
     """A one-node Slurm cluster on localhost; client commands need :meth:`env`."""
 
     directory: Path
@@ -87,13 +104,6 @@ class Slurm:
         """Ids of the running jobs."""
         return self.command("squeue", "-h", "-t", "RUNNING", "-o", "%i").split()
 
-    def wait_no_jobs(self, timeout: float = 30) -> list[str]:
-        """Wait until ``squeue`` is empty (cancelled jobs linger briefly as CG); return what is left."""
-        deadline = time.monotonic() + timeout
-        while (left := self.jobs()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return left
-
 
 def start_slurm(directory: Path, *, cpus: int = 8, memory_mb: int = 8000) -> Slurm:
     """Install (if missing) and start munged, slurmctld and slurmd for a cluster kept in *directory*."""
@@ -111,6 +121,50 @@ def start_slurm(directory: Path, *, cpus: int = 8, memory_mb: int = 8000) -> Slu
 def stop_slurm(directory: Path) -> None:
     """Stop the daemons started for *directory* (by their pid files)."""
     _script("slurm.sh", "stop", str(directory), timeout=60)
+
+
+@dataclass
+class SGE(_BatchSystem):
+    """A one-host Grid Engine cluster on localhost (queue ``all.q``); client commands need :meth:`env`."""
+
+    directory: Path
+
+    def variables(self) -> dict[str, str]:
+        """``SGE_ROOT``, ``SGE_CELL`` and the ports, as ``sge.sh`` wrote them."""
+        lines = (self.directory / "env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    def env(self) -> dict[str, str]:
+        """Environment for ``qsub``/``qstat``/``qdel`` against this cluster."""
+        return {**os.environ, **self.variables()}
+
+    def command(self, *args: str) -> str:
+        """Run a Grid Engine client command and return its standard output."""
+        done = subprocess.run(args, env=self.env(), capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout
+
+    def jobs(self) -> list[str]:
+        """Ids of every user's jobs in ``qstat``."""
+        return [line.split()[0] for line in self.command("qstat", "-u", "*").splitlines()[2:]]
+
+
+def start_sge(directory: Path, *, slots: int = 8) -> SGE:
+    """Install (if missing) and start sge_qmaster and sge_execd; the client environment goes to
+    *directory*."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _script("sge.sh", "start", str(directory), env={"SGE_SLOTS": str(slots)}, timeout=600)
+    return SGE(directory)
+
+
+def stop_sge(directory: Path) -> None:
+    """Stop the Grid Engine daemons."""
+    _script("sge.sh", "stop", str(directory), timeout=60)
+
+
+def install_torque_wrappers(directory: Path) -> Path:
+    """Slurm's Torque wrappers (``qsub``, ``qstat``, ``qdel``) in ``directory/bin``; returns that."""
+    _script("torque.sh", "install", str(directory), timeout=600)
+    return directory / "bin"
 
 
 @dataclass
@@ -295,12 +349,16 @@ def chroot_command(root: Path, binds: Sequence[Path], *command: str) -> list[str
 
 
 def main(argv: list[str]) -> int:
-    """Command-line entry: ``services.py slurm|xrootd start|stop DIR [PORT FILE...]``."""
-    if len(argv) < 3 or argv[0] not in ("slurm", "xrootd") or argv[1] not in ("start", "stop"):
+    """Command-line entry: ``services.py slurm|xrootd|sge start|stop DIR [PORT FILE...]``."""
+    if len(argv) < 3 or argv[0] not in ("slurm", "xrootd", "sge") or argv[1] not in ("start", "stop"):
         sys.stderr.write(__doc__ or "")
         return 2
     service, action, directory = argv[0], argv[1], Path(argv[2])
-    if service == "slurm" and action == "start":
+    if service == "sge" and action == "start":
+        sys.stdout.write("".join(f"export {k}={v}\n" for k, v in start_sge(directory).variables().items()))
+    elif service == "sge":
+        stop_sge(directory)
+    elif service == "slurm" and action == "start":
         sys.stdout.write(f"export SLURM_CONF={start_slurm(directory).conf}\n")
     elif service == "slurm":
         stop_slurm(directory)

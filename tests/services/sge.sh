@@ -85,6 +85,9 @@ editor() {  # editor NAME SED-EXPRESSION...: a script editing its argument in pl
 }
 qconf -ss 2>/dev/null | grep -qx localhost || qconf -as localhost >/dev/null
 EDITOR=$(editor conf.sed 's/^min_uid .*/min_uid 0/' 's/^min_gid .*/min_gid 0/') qconf -mconf >/dev/null 2>&1
+# Schedule every second and on each submission/finish, not every 15 s.
+EDITOR=$(editor sched.sed 's/^schedule_interval .*/schedule_interval 0:0:1/' 's/^flush_submit_sec .*/flush_submit_sec 1/' \
+  's/^flush_finish_sec .*/flush_finish_sec 1/') qconf -msconf >/dev/null 2>&1
 if ! qconf -sel 2>/dev/null | grep -qx localhost; then
   cat > "$dir/exechost" <<HOST
 hostname              localhost
