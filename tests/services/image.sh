@@ -22,7 +22,7 @@ action=${1:?usage: image.sh install|base|exec ...}
 if [[ $action == install ]]; then
   if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    pkgs=(podman debootstrap uidmap)
+    pkgs=(podman debootstrap)
     apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1 \
       || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y \
              --no-install-recommends "${pkgs[@]}" >/dev/null; }
