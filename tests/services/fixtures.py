@@ -28,6 +28,7 @@ reason — except under CI (``CI`` set), where that is a failure.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -206,9 +207,13 @@ def worker_image(tmp_path_factory: pytest.TempPathFactory) -> WorkerImage:
     constraints.write_text("".join(f"{line}\n" for line in freeze.splitlines() if " @ " not in line))
     try:
         install_container_tools()
-        make_base_image(BASE_IMAGE)
         build_system = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
-        download_wheels(wheels, ["-r", str(REPO / "deploy" / "requirements.txt"), *build_system], constraints)
+        requirements = ["-r", str(REPO / "deploy" / "requirements.txt"), *build_system]
+        # Both mostly wait for the network: the wheels download while debootstrap runs.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            download = pool.submit(download_wheels, wheels, requirements, constraints)
+            make_base_image(BASE_IMAGE)
+            download.result()
     except ServiceError as err:
         _unavailable("podman image build", str(err))
     build = build_image(WORKER_IMAGE, base=BASE_IMAGE, wheels=wheels)
