@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: $(VENV)/.installed
 	@# pytest exits 5 when it collected no test: say so rather than fail on an empty selection.
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+## make image: the worker image from deploy/Dockerfile with podman (or docker), tagged distproc:VERSION.
+## IMAGE=name:tag renames it; BASE_IMAGE=... replaces the base (python:3.11-slim), e.g. a local one.
+IMAGE ?=
+BASE_IMAGE ?=
+image:
+	deploy/build_image.sh $(if $(IMAGE),-t $(IMAGE)) $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks processors

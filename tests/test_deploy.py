@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import re
 import shlex
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -152,3 +153,15 @@ def test_site_jobqueue_defaults_are_picked_up() -> None:
     assert "apptainer exec /project/images/distproc.sif python -m distributed.cli.dask_worker" in script
     lines = script.splitlines()
     assert lines.index(batch_worker_prologue()[-1]) < lines.index("export X509_USER_PROXY=~/.x509up")
+
+
+def test_makefile_image_target_runs_the_build_script() -> None:
+    done = subprocess.run(
+        ["make", "-n", "image", "BASE_IMAGE=localhost/base:1", "IMAGE=me/distproc:1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    want = ["deploy/build_image.sh", "-t", "me/distproc:1", "--base", "localhost/base:1"]
+    assert done.stdout.split() == want

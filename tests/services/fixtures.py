@@ -9,6 +9,17 @@
 ``gateway_server``
     A dask-gateway server on localhost whose clusters are local processes (skipped when
     ``dask-gateway-server[local]`` is not installed).
+``sge_cluster``
+    A one-host Grid Engine cluster on localhost (Debian's gridengine packages, installed when
+    missing), with its client environment (``SGE_ROOT``, ...) exported for the session.
+``torque_commands``
+    Slurm's Torque wrappers (``qsub``/``qstat``/``qdel`` of ``slurm-wlm-torque``) first on ``PATH`` for
+    the session, submitting to ``slurm_cluster``: the ``pbs`` back-end's batch system.
+``worker_image``
+    The worker image built from ``deploy/Dockerfile`` by ``deploy/build_image.sh`` with podman, on a
+    local Debian base image (debootstrap; no registry needed), offline from wheels ``pip download``-ed
+    with this environment's versions as constraints. podman keeps both images, so a later session
+    reuses the base and the build's cached layers.
 
 Each starts only when a test that uses it is selected, and is stopped at the end of the session. When a
 service cannot be installed or started (not root, no package mirror), its tests are skipped with the
@@ -17,26 +28,47 @@ reason — except under CI (``CI`` set), where that is a failure.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from .services import (
+    REPO,
+    SGE,
     GatewayServer,
     ServiceError,
     Slurm,
     XRootD,
+    build_image,
+    download_wheels,
+    install_container_tools,
+    install_torque_wrappers,
+    make_base_image,
     start_gateway,
+    start_sge,
     start_slurm,
     start_xrootd,
+    stop_sge,
     stop_slurm,
 )
 
-__all__ = ("gateway_server", "slurm_cluster", "xrootd_server")
+__all__ = (
+    "gateway_server",
+    "sge_cluster",
+    "slurm_cluster",
+    "torque_commands",
+    "worker_image",
+    "xrootd_server",
+)
 
 
 def _unavailable(what: str, reason: str) -> None:
@@ -74,6 +106,45 @@ def slurm_cluster() -> Iterator[Slurm]:
 
 
 @pytest.fixture(scope="session")
+def sge_cluster() -> Iterator[SGE]:
+    """A running one-host Grid Engine cluster; its client environment is set for the whole session."""
+    _need_root("Grid Engine")
+    directory = Path(tempfile.mkdtemp(prefix="distproc-sge-"))
+    try:
+        sge = start_sge(directory)
+    except ServiceError as err:
+        stop_sge(directory)
+        _unavailable("Grid Engine", str(err))
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in sge.variables().items():
+            mp.setenv(name, value)
+        try:
+            yield sge
+        finally:
+            left = sge.jobs()
+            if left:
+                sge.command("qdel", *left)
+            stop_sge(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def torque_commands(slurm_cluster: Slurm) -> Iterator[Path]:
+    """The directory of Slurm's Torque wrappers, first on ``PATH`` for the whole session."""
+    directory = Path(tempfile.mkdtemp(prefix="distproc-torque-"))
+    try:
+        bin_dir = install_torque_wrappers(directory)
+    except ServiceError as err:
+        _unavailable("Slurm's Torque wrappers (slurm-wlm-torque)", str(err))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        try:
+            yield bin_dir
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def xrootd_server(nano_dy: Path, nano_tt: Path) -> Iterator[XRootD]:
     """A running XRootD server serving ``nano_dy.root`` and ``nano_tt_v12.root``."""
     _need_root("XRootD")
@@ -104,3 +175,47 @@ def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway
         yield server
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class WorkerImage:
+    """A built worker image, its base image, and the wheel directory it was installed from."""
+
+    name: str
+    base: str
+    wheels: Path
+
+
+#: Local names of the test images (podman's local storage; nothing is pushed anywhere).
+BASE_IMAGE = "localhost/distproc-test-base:debian"
+WORKER_IMAGE = "localhost/distproc-test-worker:latest"
+
+
+@pytest.fixture(scope="session")
+def worker_image(tmp_path_factory: pytest.TempPathFactory) -> WorkerImage:
+    """The worker image built from ``deploy/Dockerfile`` with this environment's package versions."""
+    _need_root("podman")
+    directory = tmp_path_factory.mktemp("image")
+    wheels = directory / "wheels"
+    freeze = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    constraints = directory / "client-versions.txt"
+    constraints.write_text("".join(f"{line}\n" for line in freeze.splitlines() if " @ " not in line))
+    try:
+        install_container_tools()
+        build_system = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+        requirements = ["-r", str(REPO / "deploy" / "requirements.txt"), *build_system]
+        # Both mostly wait for the network: the wheels download while debootstrap runs.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            download = pool.submit(download_wheels, wheels, requirements, constraints)
+            make_base_image(BASE_IMAGE)
+            download.result()
+    except ServiceError as err:
+        _unavailable("podman image build", str(err))
+    build = build_image(WORKER_IMAGE, base=BASE_IMAGE, wheels=wheels)
+    assert build.returncode == 0, f"deploy/build_image.sh failed:\n{build.stdout[-5000:]}\n{build.stderr}"
+    return WorkerImage(WORKER_IMAGE, BASE_IMAGE, wheels)

@@ -19,17 +19,8 @@ slurmd_port=${SLURMD_PORT:-6818}
 cpus=${SLURM_NODE_CPUS:-8}
 memory=${SLURM_NODE_MEMORY_MB:-8000}
 
-stop_pidfile() {
-  local pidfile=$1 pid
-  [[ -f $pidfile ]] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-  fi
-  rm -f "$pidfile"
-}
+# shellcheck source=pidfile.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pidfile.sh"
 
 if [[ $action == stop ]]; then
   stop_pidfile "$dir/slurmd.pid"
