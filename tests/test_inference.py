@@ -243,6 +243,27 @@ def test_xgboost_bdt_matches_xgboost() -> None:
     np.testing.assert_array_equal(ak.to_numpy(ak.flatten(both.label)), clf.predict(x))
 
 
+def test_columns_fed_feature_major_to_a_model_without_the_default_domain() -> None:
+    """Feature columns go to the session feature-major through a Transpose distproc adds in front of the
+    graph; a model that imports only ``ai.onnx.ml`` gets the default domain for it."""
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Binarizer", ["x"], ["y"], domain="ai.onnx.ml", threshold=0.5)],
+        "binarize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)])
+    proto.ir_version = 8
+    assert [o.domain for o in proto.opset_import] == ["ai.onnx.ml"]
+    jets = make_jets(50, n_feat=3)
+    out = OnnxModel.from_bytes(proto.SerializeToString(), backend="cpu", batch_size=7)(jets)
+    rows = rows_of(jets, ["f0", "f1", "f2"])
+    assert ak.num(out).tolist() == ak.num(jets).tolist()
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(out)), (rows > 0.5).astype(np.float32))
+
+
 def test_sklearn_zipmap_output_is_explained() -> None:
     onnx_bytes = models.sklearn_bdt_zipmap()
     model = OnnxModel.from_bytes(onnx_bytes, backend="cpu")
@@ -496,7 +517,9 @@ def test_nanoevents_collection_in_dask_and_eager_mode(nano_dy: Path) -> None:
 
 # -------------------------------------------------------------------------------- distributed workers
 def _worker_session_threads(model: OnnxModel) -> int:
-    return model._session()[1].get_session_options().intra_op_num_threads
+    model(make_jets(5))  # in the worker, the model reuses the session its chunks were run with
+    ((_, session),) = model._runtime.values()
+    return session.get_session_options().intra_op_num_threads
 
 
 @pytest.mark.cluster
