@@ -52,7 +52,7 @@ import numpy as np
 from distproc.exceptions import SystematicsError, format_options
 from distproc.systematics._arrays import is_dask, materialized
 
-__all__ = ("Varied", "fill_varied")
+__all__ = ("Varied", "apply_varied", "fill_varied")
 
 #: Name of the categorical axis that holds the variation names (as in :mod:`distproc.systematics.merge`).
 _VARIATION_AXIS = "variation"
@@ -384,6 +384,35 @@ class Varied:
         out._events, out._values, out._keep = events, values, keeps
         return out
 
+    @classmethod
+    def from_variations(cls, events: Any, variations: Any, collection: str, field: str) -> Varied:
+        """``events[collection][field]`` for the nominal and under every shape variation of *variations*.
+
+        Parameters
+        ----------
+        events
+            The chunk's events (what ``process`` receives, or a record array with the collection).
+        variations
+            A :class:`~distproc.systematics.ShapeVariations` or one
+            :class:`~distproc.systematics.ShapeVariation` (anything with ``names()`` and
+            ``vary(events, name)``).
+        collection, field
+            Where the varied quantity is, e.g. ``"Jet"``, ``"pt"``.
+
+        Examples
+        --------
+        >>> import awkward as ak
+        >>> from distproc.systematics import Scale
+        >>> events = ak.Array({"Jet": [[{"pt": 100.0}], [{"pt": 20.0}, {"pt": 50.0}]]})
+        >>> pt = Varied.from_variations(events, Scale("jes", 0.1), "Jet", "pt")
+        >>> pt.names, pt.variation("jes_down").tolist()
+        (('nominal', 'jes_up', 'jes_down'), [[90.0], [18.0, 45.0]])
+        """
+        arrays = {"nominal": events[collection][field]}
+        for name in variations.names():
+            arrays[name] = variations.vary(events, name)[collection][field]
+        return cls(arrays)
+
     @property
     def names(self) -> tuple[str, ...]:
         """The variation names, ``"nominal"`` first."""
@@ -619,3 +648,138 @@ def fill_varied(histogram: Any, /, **fields: Any) -> Any:
         extra = {_VARIATION_AXIS: name} if has_axis else {}
         histogram.fill(**extra, **passed, **dict(zip(arrays, values, strict=True)))
     return histogram
+
+
+def _selected(op: Any, events: _Events, values: Any, keep: _Keep) -> Any:
+    """One operand of :func:`apply_varied` under one variation: its kept objects of the kept events."""
+    if not _is_array(op):
+        return values
+    if not events.jagged:
+        return values if keep.events is None else values[keep.events]
+    counts = events.counts
+    if keep.objects is not None:
+        values = values[keep.objects]
+        counts = _segment_sum(keep.objects, events.offsets)
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    array = ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(values)))
+    return array if keep.events is None else array[keep.events]
+
+
+def apply_varied(fn: Callable[..., Any], /, **operands: Any) -> Any:
+    """``fn(**arrays)`` once per variation, on the selected objects of the selected events.
+
+    What a :class:`Varied` cannot express elementwise (combinations of objects, the best of them per
+    event, a model's score per candidate) is written as a function of plain arrays and run per
+    variation, as RDataFrame runs a ``Define`` on varied columns once per variation. Each operand may be
+    a :class:`Varied` (its values under the variation, with its selections), an unvaried awkward array
+    or 1-D NumPy array of the same events, or anything else (passed as is). Array operands reach *fn*
+    as awkward arrays (per-object ones as jagged lists of the objects kept under the variation by every
+    Varied operand; per-event ones as NumPy arrays), restricted to the events that every Varied
+    operand keeps under that variation. A variation name that changes none of the operands is not
+    computed again: it takes the nominal result, as every Varied operation does.
+
+    Parameters
+    ----------
+    fn
+        ``fn(**arrays) -> array`` of one number per event it was given, or a mapping or tuple of such
+        arrays.
+    **operands
+        The keyword arguments of *fn*.
+
+    Returns
+    -------
+    Varied, or a dict or tuple of Varied (as *fn* returns)
+        Per-event quantities on the events of the operands, with each variation's event selection
+        applied.
+
+    Raises
+    ------
+    SystematicsError
+        Operands that do not line up, or an *fn* result that is not one number per given event.
+
+    Examples
+    --------
+    >>> import awkward as ak
+    >>> import numpy as np
+    >>> nominal = ak.Array([[50.0, 20.0, 70.0], [10.0]])
+    >>> pt = Varied({"nominal": nominal, "up": nominal * 1.1})
+    >>> eta = ak.Array([[0.1, 0.2, 0.3], [0.4]])
+    >>> good = pt > 15.0
+    >>> def leading_eta(pt, eta):
+    ...     return ak.to_numpy(ak.firsts(eta[ak.argmax(pt, axis=1, keepdims=True)]))
+    >>> lead = apply_varied(leading_eta, pt=pt[good][ak.sum(good, axis=1) > 0], eta=eta)
+    >>> lead.variation("up").tolist()
+    [0.3]
+    >>> lead.names
+    ('nominal', 'up')
+    """
+    names = list(operands)
+    b = _Broadcast(list(operands.values()), "apply_varied")
+    target = b.target
+    results: dict[str, Any] = {}
+    keeps: dict[str, _Keep] = {}
+    signatures: dict[tuple[int, ...], str] = {}
+    for name in b.names:
+        raw = [b.raw(op, name) for op in b.operands]
+        signature = tuple(id(x) for values, kept in raw for x in (values, kept.events, kept.objects))
+        if signature in signatures:  # nothing this function sees varies under this name
+            results[name], keeps[name] = results[signatures[signature]], keeps[signatures[signature]]
+            continue
+        signatures[signature] = name
+        keep = _ALL
+        for _, kept in raw:
+            keep = _combine(keep, kept)
+        events_kept = _Keep(events=keep.events)
+        arrays = {}
+        for key, op, (values, _) in zip(names, b.operands, raw, strict=True):
+            structure = (
+                op.events if isinstance(op, _Fixed) else op._events if isinstance(op, Varied) else None
+            )
+            if structure is not None and not structure.jagged:
+                arrays[key] = _selected(op, structure, values, events_kept)
+            else:
+                arrays[key] = _selected(op, target, values, keep)
+        results[name] = fn(**arrays)
+        keeps[name] = events_kept
+    n_kept = {
+        name: target.length if k.events is None else int(np.count_nonzero(k.events))
+        for name, k in keeps.items()
+    }
+    first = results["nominal"]
+    if isinstance(first, Mapping):
+        return {
+            key: _per_event(target, {n: r[key] for n, r in results.items()}, keeps, n_kept, key)
+            for key in first
+        }
+    if isinstance(first, tuple):
+        return tuple(
+            _per_event(target, {n: r[i] for n, r in results.items()}, keeps, n_kept, str(i))
+            for i in range(len(first))
+        )
+    return _per_event(target, results, keeps, n_kept, "")
+
+
+def _per_event(
+    target: _Events, results: dict[str, Any], keeps: dict[str, _Keep], n_kept: dict[str, int], key: str
+) -> Varied:
+    """Per-variation results for the kept events, as a Varied over all events (others hold zeros)."""
+    events = target.per_event()
+    values: dict[str, np.ndarray] = {}
+    for name, result in results.items():
+        array = ak.to_numpy(result) if isinstance(result, ak.Array) else np.asarray(result)
+        if array.ndim != 1 or len(array) != n_kept[name]:
+            what = f"result {key!r}" if key else "the result"
+            msg = (
+                f"apply_varied: {what} under {name!r} has shape {array.shape}; the function must return "
+                f"one number per event it is given ({n_kept[name]})"
+            )
+            raise SystematicsError(msg)
+        keep = keeps[name].events
+        if keep is None:
+            values[name] = array
+        else:
+            full = np.zeros(target.length, dtype=array.dtype)
+            full[keep] = array
+            values[name] = full
+    return Varied._make(events, values, keeps)
