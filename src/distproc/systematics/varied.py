@@ -431,16 +431,8 @@ class Varied:
         if name not in self._values:
             msg = f"Varied has no variation {name!r}. {format_options(name, self._values, 'variations')}"
             raise SystematicsError(msg)
-        values, keep = self._values[name], self._keep[name]
-        events = self._events
-        if not events.jagged:
-            return ak.Array(values if keep.events is None else values[keep.events])
-        counts = events.counts
-        if keep.objects is not None:
-            values = values[keep.objects]
-            counts = _segment_sum(keep.objects, events.offsets)
-        out = ak.unflatten(values, counts)
-        return out if keep.events is None else out[keep.events]
+        out = _selected(self._events, self._values[name], self._keep[name])
+        return out if isinstance(out, ak.Array) else ak.Array(out)
 
     def __getitem__(self, where: Any) -> Varied:
         """Select events (a boolean per event) or objects (a boolean per object) in every variation."""
@@ -650,10 +642,8 @@ def fill_varied(histogram: Any, /, **fields: Any) -> Any:
     return histogram
 
 
-def _selected(op: Any, events: _Events, values: Any, keep: _Keep) -> Any:
+def _selected(events: _Events, values: np.ndarray, keep: _Keep) -> Any:
     """One operand of :func:`apply_varied` under one variation: its kept objects of the kept events."""
-    if not _is_array(op):
-        return values
     if not events.jagged:
         return values if keep.events is None else values[keep.events]
     counts = events.counts
@@ -676,8 +666,7 @@ def apply_varied(fn: Callable[..., Any], /, **operands: Any) -> Any:
     or 1-D NumPy array of the same events, or anything else (passed as is). Array operands reach *fn*
     as awkward arrays (per-object ones as jagged lists of the objects kept under the variation by every
     Varied operand; per-event ones as NumPy arrays), restricted to the events that every Varied
-    operand keeps under that variation. A variation name that changes none of the operands is not
-    computed again: it takes the nominal result, as every Varied operation does.
+    operand keeps under that variation.
 
     Parameters
     ----------
@@ -719,27 +708,19 @@ def apply_varied(fn: Callable[..., Any], /, **operands: Any) -> Any:
     target = b.target
     results: dict[str, Any] = {}
     keeps: dict[str, _Keep] = {}
-    signatures: dict[tuple[int, ...], str] = {}
     for name in b.names:
         raw = [b.raw(op, name) for op in b.operands]
-        signature = tuple(id(x) for values, kept in raw for x in (values, kept.events, kept.objects))
-        if signature in signatures:  # nothing this function sees varies under this name
-            results[name], keeps[name] = results[signatures[signature]], keeps[signatures[signature]]
-            continue
-        signatures[signature] = name
         keep = _ALL
         for _, kept in raw:
             keep = _combine(keep, kept)
         events_kept = _Keep(events=keep.events)
         arrays = {}
         for key, op, (values, _) in zip(names, b.operands, raw, strict=True):
-            structure = (
-                op.events if isinstance(op, _Fixed) else op._events if isinstance(op, Varied) else None
-            )
-            if structure is not None and not structure.jagged:
-                arrays[key] = _selected(op, structure, values, events_kept)
-            else:
-                arrays[key] = _selected(op, target, values, keep)
+            if not _is_array(op):
+                arrays[key] = values
+                continue
+            structure = op.events if isinstance(op, _Fixed) else op._events
+            arrays[key] = _selected(structure, values, keep if structure.jagged else events_kept)
         results[name] = fn(**arrays)
         keeps[name] = events_kept
     n_kept = {
