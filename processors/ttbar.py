@@ -13,16 +13,22 @@ Both observables are histogrammed in 25 bins from 50 to 550 GeV, per ``process``
 ``variation``. Events are weighted ``genWeight * xsec * L / sum(genWeight)`` with L = 3378 /pb, times a
 lepton scale factor.
 
-Systematic variations, all through :mod:`distproc.systematics`:
+Systematic variations, all through :mod:`distproc.systematics`, computed together as
+:class:`~distproc.systematics.Varied` quantities (one pass over the events, not one per variation):
 
 * shape: ``pt_scale_up`` (jet pT x 1.03, :class:`~distproc.systematics.Scale`) and ``pt_res_up`` (jet pT
-  smeared by a deterministic 5 % Gaussian, :class:`~distproc.systematics.Smear`), each a full pass
-  through the selection, merged into the ``variation`` axis by ``run_variations``;
+  smeared by a deterministic 5 % Gaussian, :class:`~distproc.systematics.Smear`): the jet pT is a
+  ``Varied`` (``Varied.from_variations``), so the jet selection, the regions and HT are computed for
+  every variation at once; the trijet mass (and the assignment below), which need combinations of the
+  selected jets, run per variation through :func:`~distproc.systematics.apply_varied`;
 * weight: ``btag_var_{0..3}_{up,down}`` (``1 +- 0.075 pT/50`` of each of the four leading jets, from the
   correctionlib correction ``btag_var``), ``lepton_sf_{up,down}`` (a :class:`BinnedLookup` in lepton
   pT x |eta|) and, for W+jets only, ``scale_var_{up,down}`` (x 1.025 / 0.975);
 * alternative samples (``ttbar_scaleup``, ``ttbar_scaledown``, ``ttbar_me_var``, ``ttbar_ps_var``): their
   own datasets, nominal only.
+
+:func:`~distproc.systematics.fill_varied` fills the ``variation`` axis: a pT variation takes the nominal
+weight, a weight variation the nominal observable.
 
 With ``model_path`` (an ONNX jet-parton assignment classifier trained by ``train_assignment.py``), the
 assignments of every ``4j2b`` event's four leading jets to (W1, W2, b_had, b_lep) that give both b roles
@@ -448,7 +454,8 @@ class TtbarAnalysis(distproc.Processor):
         if alternative:  # the nominal weight only
             weights = weight * self.lepton_sf(lepton["pt"], np.abs(lepton["eta"]))
         else:  # the weight variations, under the nominal pT (a pT variation takes the nominal weight)
-            weights = self.weights(selected.variation("nominal"), lepton, weight, dataset)
+            in_regions = ak.to_numpy((regions["4j1b"] | regions["4j2b"]).variation("nominal"))
+            weights = self.weights(selected.variation("nominal"), in_regions, lepton, weight, dataset)
 
         hists = {region: histogram(OBSERVABLE_LABELS[region]) for region in REGIONS}
         fill_varied(
@@ -457,29 +464,33 @@ class TtbarAnalysis(distproc.Processor):
             observable=ak.sum(selected, axis=1)[regions["4j1b"]],
             weight=weights,
         )
-        jets_4j2b = {
-            "pt": selected[regions["4j2b"]],
-            **{f: jets[f] for f in ("eta", "phi", "mass", "btagCSVV2")},
-        }
-        mbjj = apply_varied(_trijet_mass, **jets_4j2b)
-        fill_varied(hists["4j2b"], process=dataset, observable=mbjj, weight=weights)
+        # The 4j2b reconstruction (trijets, and with a model the best jet-parton assignment) runs once per
+        # pT variation, on the jets and events that variation selects.
+        jets_4j2b = {"pt": selected[regions["4j2b"]], **{f: jets[f] for f in JET_FIELDS[1:]}}
+        lep = {f"lepton_{k}": v for k, v in lepton.items()} if self.model is not None else {}
+        reco = apply_varied(self.reconstruct, **jets_4j2b, **lep)
+        fill_varied(hists["4j2b"], process=dataset, observable=reco["mbjj"], weight=weights)
         out: dict[str, Any] = {"hists": hists}
         if self.model is not None:
-            lep = {f"lepton_{k}": v for k, v in lepton.items()}
-            best = apply_varied(self.assignment, **jets_4j2b, **lep)
             out["ml"] = {key: histogram(*ML_HISTOGRAMS[key]) for key in ML_HISTOGRAMS}
             for key, h in out["ml"].items():
-                fill_varied(h, process=dataset, observable=best[key], weight=weights)
+                fill_varied(h, process=dataset, observable=reco[key], weight=weights)
         out["nevents"] = {dataset: n_events}
         return out
 
     def weights(
-        self, jets_pt: Any, lepton: dict[str, np.ndarray], weight: np.ndarray, dataset: str
+        self,
+        jets_pt: Any,
+        in_regions: np.ndarray,
+        lepton: dict[str, np.ndarray],
+        weight: np.ndarray,
+        dataset: str,
     ) -> Varied:
         """The nominal weight and every weight variation, per event, as a :class:`Varied`.
 
-        ``btag_var_{i}`` scales with the pT of the i-th selected jet (*jets_pt*, jagged; events with
-        fewer jets, outside both regions, take pT 0 there).
+        ``btag_var_{i}`` scales with the pT of the i-th selected jet (*jets_pt*, jagged), evaluated for
+        the events *in_regions* (the nominal selection, the only one a weight variation fills); it is 1
+        elsewhere.
         """
         weights = Weights(len(weight))
         weights.add("norm", weight)
@@ -491,27 +502,31 @@ class TtbarAnalysis(distproc.Processor):
             weightDown=self.lepton_sf(lepton["pt"], abseta, variation="down"),
         )
         ones = np.ones(len(weight))
-        leading = ak.fill_none(ak.pad_none(jets_pt[:, :4], 4, axis=1, clip=True), 0.0)
-        pt = ak.to_numpy(leading).reshape(-1, 4).astype(np.float64)
+        leading = ak.to_numpy(jets_pt[in_regions][:, :4]).reshape(-1, 4).astype(np.float64)  # >= 4 jets
         for i in range(4):
-            weights.add(
-                f"btag_var_{i}",
-                ones,
-                weightUp=self.btag_var(pt[:, i], i, "up"),
-                weightDown=self.btag_var(pt[:, i], i, "down"),
-            )
+            up, down = ones.copy(), ones.copy()
+            up[in_regions] = self.btag_var(leading[:, i], i, "up")
+            down[in_regions] = self.btag_var(leading[:, i], i, "down")
+            weights.add(f"btag_var_{i}", ones, weightUp=up, weightDown=down)
         if dataset == "wjets":
             weights.add("scale_var", ones, weightUp=ones * 1.025, weightDown=ones * 0.975)
         return Varied({agc_name(name): w for name, w in weight_variations(weights).items()})
 
-    def assignment(self, **arrays: Any) -> dict[str, np.ndarray]:
-        """Score every permutation with the model; the best one's top and W masses and its score.
+    def reconstruct(self, **arrays: Any) -> dict[str, np.ndarray]:
+        """Per 4j2b event: the trijet mass ``mbjj`` and, with a model, the best assignment's values.
 
-        *arrays*: the selected jets' ``pt``, ``eta``, ``phi``, ``mass``, ``btagCSVV2`` (jagged) and the
-        lepton's ``lepton_pt``, ... (one per event), as :func:`apply_varied` gives them.
+        *arrays*: the selected jets' ``pt``, ``eta``, ``phi``, ``mass``, ``btagCSVV2`` (jagged) and, with a
+        model, the lepton's ``lepton_pt``, ... (one per event), as :func:`apply_varied` gives them.
         """
         lepton = {k.removeprefix("lepton_"): v for k, v in arrays.items() if k.startswith("lepton_")}
         jets = ak.zip({k: v for k, v in arrays.items() if not k.startswith("lepton_")})
+        out = {"mbjj": trijet_mass(jets)}
+        if self.model is not None:
+            out |= self.assignment(jets, lepton)
+        return out
+
+    def assignment(self, jets: Any, lepton: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score every permutation with the model; the best one's top and W masses and its score."""
         if len(jets) == 0:
             return {key: np.zeros(0) for key in ML_HISTOGRAMS}
         features, event, _ = permutation_features(jets, lepton, self.max_jets)
@@ -522,8 +537,3 @@ class TtbarAnalysis(distproc.Processor):
             "w_mass": features[best, FEATURES.index("mass_w1_w2")],
             "score": scores[best],
         }
-
-
-def _trijet_mass(**jets: Any) -> np.ndarray:
-    """:func:`trijet_mass` of the jets given field by field (as :func:`apply_varied` passes them)."""
-    return trijet_mass(ak.zip(jets))

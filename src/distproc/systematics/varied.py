@@ -431,8 +431,9 @@ class Varied:
         if name not in self._values:
             msg = f"Varied has no variation {name!r}. {format_options(name, self._values, 'variations')}"
             raise SystematicsError(msg)
-        out = _selected(self._events, self._values[name], self._keep[name])
-        return out if isinstance(out, ak.Array) else ak.Array(out)
+        selection = _Selection(self._events, self._keep[name])
+        values = self._values[name]
+        return selection.per_object(values) if self._events.jagged else ak.Array(selection.per_event(values))
 
     def __getitem__(self, where: Any) -> Varied:
         """Select events (a boolean per event) or objects (a boolean per object) in every variation."""
@@ -642,18 +643,42 @@ def fill_varied(histogram: Any, /, **fields: Any) -> Any:
     return histogram
 
 
-def _selected(events: _Events, values: np.ndarray, keep: _Keep) -> Any:
-    """One operand of :func:`apply_varied` under one variation: its kept objects of the kept events."""
-    if not events.jagged:
-        return values if keep.events is None else values[keep.events]
-    counts = events.counts
-    if keep.objects is not None:
-        values = values[keep.objects]
-        counts = _segment_sum(keep.objects, events.offsets)
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    array = ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(values)))
-    return array if keep.events is None else array[keep.events]
+class _Selection:
+    """What one variation keeps of a structure: the kept objects of the kept events, found once.
+
+    Per-object values become awkward lists of the kept objects by one ``take`` (no jagged masking).
+    """
+
+    __slots__ = ("events", "index", "offsets")
+
+    def __init__(self, events: _Events, keep: _Keep) -> None:
+        self.events = keep.events
+        self.index: np.ndarray | None = None
+        self.offsets: np.ndarray | None = None
+        if not events.jagged:
+            return
+        objects = keep.objects
+        if keep.events is not None:
+            in_kept = np.repeat(keep.events, events.counts)
+            objects = in_kept if objects is None else objects & in_kept
+        if objects is None:
+            self.offsets = events.offsets
+            return
+        self.index = np.flatnonzero(objects)
+        counts = _segment_sum(objects, events.offsets)
+        if keep.events is not None:
+            counts = counts[keep.events]
+        self.offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+
+    def per_event(self, values: np.ndarray) -> np.ndarray:
+        return values if self.events is None else values[self.events]
+
+    def per_object(self, values: np.ndarray) -> ak.Array:
+        if self.index is not None:
+            values = values.take(self.index)
+        lists = ak.contents.ListOffsetArray(ak.index.Index64(self.offsets), ak.contents.NumpyArray(values))
+        return ak.Array(lists)
 
 
 def apply_varied(fn: Callable[..., Any], /, **operands: Any) -> Any:
@@ -713,16 +738,17 @@ def apply_varied(fn: Callable[..., Any], /, **operands: Any) -> Any:
         keep = _ALL
         for _, kept in raw:
             keep = _combine(keep, kept)
-        events_kept = _Keep(events=keep.events)
+        selection = _Selection(target, keep)
         arrays = {}
         for key, op, (values, _) in zip(names, b.operands, raw, strict=True):
             if not _is_array(op):
                 arrays[key] = values
-                continue
-            structure = op.events if isinstance(op, _Fixed) else op._events
-            arrays[key] = _selected(structure, values, keep if structure.jagged else events_kept)
+            elif (op.events if isinstance(op, _Fixed) else op._events).jagged:
+                arrays[key] = selection.per_object(values)
+            else:
+                arrays[key] = selection.per_event(values)
         results[name] = fn(**arrays)
-        keeps[name] = events_kept
+        keeps[name] = _Keep(events=keep.events)
     n_kept = {
         name: target.length if k.events is None else int(np.count_nonzero(k.events))
         for name, k in keeps.items()
