@@ -448,6 +448,38 @@ def test_custom_backend_instance_and_typetracer_does_not_run(mlp_path: Path) -> 
     assert backend.runs == before
 
 
+class RowMajorBackend:
+    """A user backend written against the protocol alone (no ``feeds_columns``): records what it gets."""
+
+    name = "row-major"
+    providers = [("CPUExecutionProvider", {})]
+
+    def __init__(self) -> None:
+        self.fed: list[tuple[str, tuple[int, ...]]] = []
+
+    def check(self) -> None:
+        pass
+
+    def run(self, session, batch, output_names):  # type: ignore[no-untyped-def]
+        self.fed += [(name, array.shape) for name, array in batch.items()]
+        return session.run(list(output_names), dict(batch))
+
+
+def test_inputs_fed_feature_major_only_to_backends_that_take_them(mlp_path: Path) -> None:
+    jets = make_jets(30)
+    n_rows = int(ak.sum(ak.num(jets)))
+    plain = RowMajorBackend()
+    expected = ak.flatten(OnnxModel(mlp_path, backend=plain, features=FEATURES)(jets))
+    assert plain.fed == [("x", (n_rows, 10))]  # the model's own input, row-major
+    model = OnnxModel(mlp_path, backend="cpu", features=FEATURES)
+    np.testing.assert_allclose(ak.flatten(model(jets)), expected, atol=1e-6, rtol=0)
+    ((backend, session, fed),) = model._runtime.values()
+    assert backend.feeds_columns
+    assert fed == {"x"}
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("x.distproc_columns", [10, "N"])]
+    assert not CUDABackend.feeds_columns
+
+
 # ------------------------------------------------------------------------- sessions, pickling, dask-awkward
 def test_session_built_once_and_reused(mlp_path: Path) -> None:
     model = OnnxModel(mlp_path, backend="cpu", threads=1)
@@ -457,7 +489,7 @@ def test_session_built_once_and_reused(mlp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(model))
     clone(make_jets(10))
     assert sessions_created() - before == 1
-    _, session = clone._session()
+    ((_, session, _),) = clone._runtime.values()  # the session its chunk ran on
     assert session.get_session_options().intra_op_num_threads == 1
 
 
@@ -518,7 +550,7 @@ def test_nanoevents_collection_in_dask_and_eager_mode(nano_dy: Path) -> None:
 # -------------------------------------------------------------------------------- distributed workers
 def _worker_session_threads(model: OnnxModel) -> int:
     model(make_jets(5))  # in the worker, the model reuses the session its chunks were run with
-    ((_, session),) = model._runtime.values()
+    ((_, session, _),) = model._runtime.values()
     return session.get_session_options().intra_op_num_threads
 
 

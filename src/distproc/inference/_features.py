@@ -192,8 +192,9 @@ def _resolve_layout(
 class Prepared:
     """One model input, checked, with its per-row arrays ready for batching.
 
-    A ``(rows, n_features)`` float input of several 1-D NumPy feature columns is *columnar*: its batches
-    are fed feature-major, ``(n_features, rows)``, to a session whose graph transposes them back
+    A ``(rows, n_features)`` float input of several 1-D NumPy feature columns is *columnar*: on a backend
+    that allows it, its batches are fed feature-major, ``(n_features, rows)``, to a session whose graph
+    transposes them back
     (:func:`distproc.inference._cache.columnar_model`). Filling a feature-major batch is one contiguous
     copy per feature; filling a row-major one writes every value with a stride of ``n_features``, about
     three times the cost, which was most of distproc's own time per chunk (benchmarks/README.md).
@@ -207,6 +208,7 @@ class Prepared:
     columns: list[Any]  # typetracer ak.Arrays, or xp arrays of shape (rows, *middle)
     counts: Any = None  # objects per event (objects layout, typetracer)
     offsets: Any = None  # object offsets per event, from 0 (objects layout, NumPy or CuPy)
+    feed_columns: bool = False  # set when the session takes this input feature-major
     _buffer: Any = field(default=None, repr=False)
 
     @property
@@ -215,7 +217,7 @@ class Prepared:
 
     @property
     def columnar(self) -> bool:
-        """Whether batches are fed feature-major (see the class docstring)."""
+        """Whether batches can be fed feature-major (see the class docstring)."""
         return (
             self.layout in ("events", "objects")
             and len(self.fed_shape) == 2
@@ -226,7 +228,7 @@ class Prepared:
 
     def as_rows(self, batch: Any) -> Any:
         """A batch as ``(rows, ...)``, whichever way it is fed."""
-        return batch.T if self.columnar else batch
+        return batch.T if self.feed_columns else batch
 
     def batch(self, start: int, stop: int, batch_size: int, xp: Any) -> Any:
         """Rows ``start:stop`` as one contiguous array of the model's dtype and shape.
@@ -245,7 +247,7 @@ class Prepared:
         if self._buffer is None or len(self._buffer) < n * width:
             self._buffer = xp.empty(min(batch_size, self.rows) * width, dtype=self.dtype)
         flat = self._buffer[: n * width]  # the first n rows' worth, contiguous whatever n is
-        if self.columnar:
+        if self.feed_columns:
             buf = flat.reshape((len(self.columns), n))
             for i, col in enumerate(self.columns):
                 buf[i] = col[start:stop]

@@ -201,7 +201,7 @@ class OnnxModel:
         self.squeeze = bool(squeeze)
         self.nan = nan
         self.output_names = self._select_outputs(outputs)
-        self._runtime: dict[frozenset[str], tuple[InferenceBackend, Any]] = {}
+        self._runtime: dict[frozenset[str], tuple[InferenceBackend, Any, frozenset[str]]] = {}
 
     @classmethod
     def from_bytes(cls, model: bytes, *, name: str = "<bytes>", **options: Any) -> OnnxModel:
@@ -350,8 +350,9 @@ class OnnxModel:
     def _predict(self, prepared: list[Prepared], n_rows: int, xp: Any) -> dict[str, Any]:
         if n_rows == 0:
             return {name: xp.asarray(self._empty(name)) for name in self.output_names}
-        columnar = frozenset(p.spec.name for p in prepared if p.columnar)
-        backend, session = self._session(columnar)
+        backend, session, columnar = self._session(frozenset(p.spec.name for p in prepared if p.columnar))
+        for p in prepared:
+            p.feed_columns = p.spec.name in columnar
         size = self.batch_size
         results: list[Any] | None = None
         for start in range(0, n_rows, size):
@@ -375,12 +376,20 @@ class OnnxModel:
                 result[start:stop] = out
         return dict(zip(self.output_names, results or [], strict=True))
 
-    def _session(self, columnar: frozenset[str] = frozenset()) -> tuple[InferenceBackend, Any]:
-        """This process's backend and session, taking the *columnar* inputs feature-major."""
+    def _session(
+        self, columnar: frozenset[str] = frozenset()
+    ) -> tuple[InferenceBackend, Any, frozenset[str]]:
+        """This process's backend, session and the inputs it takes feature-major.
+
+        *columnar* names the inputs that could be fed feature-major; the backend decides whether they
+        are (``feeds_columns``: the CPU backend does; CUDA's IO binding sizes its outputs from the first
+        axis of the inputs, so it does not).
+        """
         runtime = self._runtime.get(columnar)
         if runtime is None:
             backend = resolve_backend(self.backend)
-            session = get_session(self._model, self.digest, backend, self.threads, columnar)
+            fed = columnar if getattr(backend, "feeds_columns", False) else frozenset()
+            session = get_session(self._model, self.digest, backend, self.threads, fed)
             wanted = backend.providers[0][0]
             if wanted not in session.get_providers():
                 warnings.warn(
@@ -389,9 +398,9 @@ class OnnxModel:
                     GPUUnavailableWarning,
                     stacklevel=3,
                 )
-                backend = CPUBackend()
-                session = get_session(self._model, self.digest, backend, self.threads, columnar)
-            runtime = self._runtime[columnar] = (backend, session)
+                backend, fed = CPUBackend(), columnar
+                session = get_session(self._model, self.digest, backend, self.threads, fed)
+            runtime = self._runtime[columnar] = (backend, session, fed)
         return runtime
 
     def _empty(self, name: str) -> np.ndarray:
@@ -451,7 +460,7 @@ def _as_xp(array: Any, xp: Any) -> Any:
 
 def _fed_name(p: Prepared) -> str:
     """The session input that *p* is fed to (a columnar input has its own, see ``columnar_model``)."""
-    return columnar_name(p.spec.name) if p.columnar else p.spec.name
+    return columnar_name(p.spec.name) if p.feed_columns else p.spec.name
 
 
 def _check_nan(prepared: list[Prepared], batch: Mapping[str, Any], start: int, xp: Any) -> None:
