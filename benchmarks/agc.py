@@ -8,8 +8,8 @@ cached in ``benchmarks/.data/``) with the same number of worker processes:
   awkward/numpy, correctionlib evaluated directly, onnxruntime called directly), run by
   ``processor.Runner(executor=FuturesExecutor(workers=N))``;
 * **distproc**: ``processors/ttbar.py`` (distproc's systematics API: single-lepton events selected once,
-  ``ShapeVariations``/``run_variations`` for the pT variations, ``OnnxModel`` for inference) run by
-  ``distproc.run`` on a LocalCluster of N workers.
+  the jet pT variations as one ``Varied`` with ``apply_varied`` for the trijets and the assignment,
+  ``fill_varied``, ``OnnxModel`` for inference) run by ``distproc.run`` on a LocalCluster of N workers.
 
 Both draw the pT-resolution smearing from :func:`distproc.systematics.deterministic_normal` with the same
 keys and share the jet-parton assignment features (``ttbar.permutation_features``), so their histograms

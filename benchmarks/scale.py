@@ -23,8 +23,19 @@ task pickled alone is shown too.
     python benchmarks/scale.py --configs 10x25x0,10x25x10        # D x F x K, distproc
     python benchmarks/scale.py --coffea-configs 10x25x0          # coffea only on these
     python benchmarks/scale.py --profile 100x25x10               # pyinstrument of distproc's client
+    python benchmarks/scale.py --full-run                        # only the full run below
 
 The last line reads ``scale first_task_s=X rss_mb=Y`` for distproc's D=100, F=25, K=10 job.
+
+``--full-run`` runs one whole job of 10^5 partitions (``--full-partitions``) of a processor that does
+almost nothing (it counts the events of a virtual NanoEvents chunk, so no branch is read): symlinks to
+one 4,000-event file, 100 partitions of 40 events each. The scheduler runs in its own process
+(``python -m distributed.cli.dask_scheduler``), the workers in two processes of four threads each, the
+client in a fresh process with the progress bar on. It reports the scheduler's CPU time per partition
+(user + system from ``/proc/PID/stat``, the whole run including the reduction), the client's and the
+workers', the client's peak RSS, and the time from the last partition task's end (its compute stop, from a
+scheduler plugin) to ``distproc.run`` returning. Its last line reads
+``scale full_run scheduler_ms_per_partition=X client_rss_mb=Y``.
 """
 
 from __future__ import annotations
@@ -386,6 +397,178 @@ def pickled(framework: str, d: int, f: int, k: int) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# --- the full run --------------------------------------------------------------------------------------
+FULL_CHUNK = 40  # events per partition of the full run: 100 partitions per 4,000-event file
+FULL_PER_FILE = CHUNK * PARTS_PER_FILE // FULL_CHUNK
+
+
+class CountEvents(distproc.Processor):
+    """Almost nothing: the number of events of each dataset (no branch is read)."""
+
+    def process(self, events: Any) -> Any:
+        return {"events": {events.metadata["dataset"]: len(events)}}
+
+
+def full_fileset(partitions: int) -> dict[str, list[str]]:
+    """Symlinks to the base file, enough for *partitions* partitions of FULL_CHUNK events, 100 per dataset."""
+    target = base_file()
+    files = -(-partitions // FULL_PER_FILE)
+    out: dict[str, list[str]] = {}
+    for j in range(files):
+        directory = DATA_DIR / "scale-full-links" / f"d{j // 100:04d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        link = directory / f"f{j % 100:03d}.root"
+        if not link.is_symlink():
+            link.symlink_to(target)
+        out.setdefault(f"dataset{j // 100:04d}", []).append(str(link))
+    return out
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process *pid* (``/proc/PID/stat``, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class LastPartition(SchedulerPlugin):
+    """Scheduler plugin of the full run: the latest compute stop of distproc's partition tasks."""
+
+    name = "scale-last-partition"
+
+    def __init__(self) -> None:
+        self.last_stop = 0.0
+        self.partitions = 0
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start != "processing" or finish != "memory" or not isinstance(key, tuple):
+            return
+        if not str(key[0]).startswith("distproc-process-"):
+            return
+        self.partitions += 1
+        for ss in kwargs.get("startstops") or ():
+            if ss.get("action") == "compute":
+                self.last_stop = max(self.last_stop, float(ss["stop"]))
+
+
+def full_child(scheduler_file: str, partitions: int) -> None:
+    """The full run's client process: run the whole job, report times and the peak RSS."""
+    from distributed import Client
+
+    files = full_fileset(partitions)
+    with Client(scheduler_file=scheduler_file) as client:
+        _emit(event="ready", rss_mib=_vm_hwm_mib())
+        start, cpu = time.time(), sum(os.times()[:2])
+        result = distproc.run(
+            CountEvents(),
+            files,
+            cluster=client,
+            chunksize=FULL_CHUNK,
+            cache_dir=str(CACHE_DIR),
+            max_chunks=None,
+            progress=True,
+        )
+        end = time.time()
+        cpu = sum(os.times()[:2]) - cpu
+        events = sum(result.output["events"].values())
+        _emit(event="finished", t0=start, t=end, events=events, partial=result.partial, cpu_s=cpu)
+    _emit(event="end", peak_rss_mib=_vm_hwm_mib())
+
+
+def _module_cmd(cli: str, scheduler_file: str) -> list[str]:
+    """``python -m distributed.cli.<cli>`` with the scheduler file and no dashboard."""
+    return [
+        sys.executable,
+        "-m",
+        f"distributed.cli.{cli}",
+        "--scheduler-file",
+        scheduler_file,
+        "--no-dashboard",
+    ]
+
+
+def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
+    """Scheduler, workers and client in their own processes; one whole job of *partitions* partitions."""
+    from distributed import Client
+
+    from distproc.fileset import normalize_fileset
+    from distproc.partitioning import plan_partitions
+
+    print(f"{load_line()}; full run: {partitions:,} partitions of {FULL_CHUNK} events", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        scheduler_file = str(Path(tmp) / "scheduler.json")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        scheduler = subprocess.Popen(
+            [*_module_cmd("dask_scheduler", scheduler_file), "--port", "0"],
+            **quiet,
+        )
+        workers = subprocess.Popen(
+            [
+                *_module_cmd("dask_worker", scheduler_file),
+                "--nworkers",
+                str(nworkers),
+                "--nthreads",
+                str(nthreads),
+            ],
+            **quiet,
+        )
+        try:
+            while not Path(scheduler_file).exists():
+                time.sleep(0.1)
+            with Client(scheduler_file=scheduler_file) as client:
+                client.wait_for_workers(nworkers)
+                table, _ = plan_partitions(  # preprocessing, cached: not part of the figures
+                    normalize_fileset(full_fileset(partitions)),
+                    chunksize=FULL_CHUNK,
+                    client=client,
+                    cache_dir=CACHE_DIR,
+                )
+                client.register_plugin(LastPartition())
+                worker_pids = list(client.run(os.getpid).values())
+                sched_cpu = _proc_cpu_s(scheduler.pid)
+                worker_cpu = sum(_proc_cpu_s(pid) for pid in worker_pids)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--full-child", str(partitions), "--address", scheduler_file],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                sched_cpu = _proc_cpu_s(scheduler.pid) - sched_cpu
+                worker_cpu = sum(_proc_cpu_s(pid) for pid in worker_pids) - worker_cpu
+
+                def probe(dask_scheduler: Any) -> tuple[float, int]:
+                    plugin = dask_scheduler.plugins[LastPartition.name]
+                    return plugin.last_stop, plugin.partitions
+
+                last_stop, done = client.run_on_scheduler(probe)
+        finally:
+            workers.terminate()
+            scheduler.terminate()
+            workers.wait(60)
+            scheduler.wait(60)
+    events = {}
+    for line in out.stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(line)
+            events[item["event"]] = item
+    finished = events["finished"]
+    n = len(table)
+    wall = finished["t"] - finished["t0"]
+    print(
+        f"{n:,} partitions ({done:,} partition tasks seen by the scheduler, {finished['events']:,} events, "
+        f"partial={finished['partial']}) in {wall:.1f} s: scheduler CPU {sched_cpu:.1f} s "
+        f"({1e3 * sched_cpu / n:.3f} ms per partition), client CPU {finished['cpu_s']:.1f} s "
+        f"({1e3 * finished['cpu_s'] / n:.3f} ms per partition), workers CPU {worker_cpu:.1f} s; "
+        f"client peak RSS {events['end']['peak_rss_mib']:.0f} MiB "
+        f"(connected {events['ready']['rss_mib']:.0f}); "
+        f"last partition -> result {finished['t'] - last_stop:.2f} s  [{load_line()}]",
+        flush=True,
+    )
+    print(
+        f"scale full_run scheduler_ms_per_partition={1e3 * sched_cpu / n:.3f} "
+        f"client_rss_mb={events['end']['peak_rss_mib']:.0f}"
+    )
+
+
 def parse_configs(text: str) -> list[tuple[int, int, int]]:
     return [tuple(int(x) for x in item.split("x")) for item in text.split(",") if item]  # type: ignore[misc]
 
@@ -404,6 +587,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pickle", nargs=2, metavar=("FRAMEWORK", "DxFxK"), help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    parser.add_argument("--full-run", action="store_true", help="only the full run of --full-partitions")
+    parser.add_argument("--full-partitions", type=int, default=100_000)
+    parser.add_argument("--full-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="Passing a dict to preprocess", category=DeprecationWarning)
@@ -414,6 +600,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.pickle:
         d, f, k = parse_configs(args.pickle[1])[0]
         pickle_child(args.pickle[0], d, f, k)
+        return
+    if args.full_child:
+        full_child(args.address, args.full_child)
+        return
+    if args.full_run:
+        full_run(args.full_partitions)
         return
 
     jobs = [("distproc", c) for c in parse_configs(args.configs)]

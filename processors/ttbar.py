@@ -13,16 +13,22 @@ Both observables are histogrammed in 25 bins from 50 to 550 GeV, per ``process``
 ``variation``. Events are weighted ``genWeight * xsec * L / sum(genWeight)`` with L = 3378 /pb, times a
 lepton scale factor.
 
-Systematic variations, all through :mod:`distproc.systematics`:
+Systematic variations, all through :mod:`distproc.systematics`, computed together as
+:class:`~distproc.systematics.Varied` quantities (one pass over the events, not one per variation):
 
 * shape: ``pt_scale_up`` (jet pT x 1.03, :class:`~distproc.systematics.Scale`) and ``pt_res_up`` (jet pT
-  smeared by a deterministic 5 % Gaussian, :class:`~distproc.systematics.Smear`), each a full pass
-  through the selection, merged into the ``variation`` axis by ``run_variations``;
+  smeared by a deterministic 5 % Gaussian, :class:`~distproc.systematics.Smear`): the jet pT is a
+  ``Varied`` (``Varied.from_variations``), so the jet selection, the regions and HT are computed for
+  every variation at once; the trijet mass (and the assignment below), which need combinations of the
+  selected jets, run per variation through :func:`~distproc.systematics.apply_varied`;
 * weight: ``btag_var_{0..3}_{up,down}`` (``1 +- 0.075 pT/50`` of each of the four leading jets, from the
   correctionlib correction ``btag_var``), ``lepton_sf_{up,down}`` (a :class:`BinnedLookup` in lepton
   pT x |eta|) and, for W+jets only, ``scale_var_{up,down}`` (x 1.025 / 0.975);
 * alternative samples (``ttbar_scaleup``, ``ttbar_scaledown``, ``ttbar_me_var``, ``ttbar_ps_var``): their
   own datasets, nominal only.
+
+:func:`~distproc.systematics.fill_varied` fills the ``variation`` axis: a pT variation takes the nominal
+weight, a weight variation the nominal observable.
 
 With ``model_path`` (an ONNX jet-parton assignment classifier trained by ``train_assignment.py``), the
 assignments of every ``4j2b`` event's four leading jets to (W1, W2, b_had, b_lep) that give both b roles
@@ -61,7 +67,9 @@ from distproc.systematics import (
     Scale,
     ShapeVariations,
     Smear,
-    run_variations,
+    Varied,
+    apply_varied,
+    fill_varied,
     weight_variations,
 )
 
@@ -73,6 +81,12 @@ REGIONS = ("4j1b", "4j2b")
 OBSERVABLE_LABELS = {"4j1b": "$H_T$ [GeV]", "4j2b": "$m_{bjj}$ [GeV]"}
 #: Alternative ttbar samples: processed as their own datasets, nominal only.
 ALTERNATIVE_SAMPLES = ("ttbar_scaledown", "ttbar_scaleup", "ttbar_me_var", "ttbar_ps_var")
+#: The ML histograms (with model_path): label and binning of each.
+ML_HISTOGRAMS = {
+    "top_mass": ("reconstructed $m_{bjj}$ [GeV]", BINS),
+    "w_mass": ("reconstructed $m_{jj}$ [GeV]", (25, 0.0, 250.0)),
+    "score": ("assignment score", (20, 0.0, 1.0)),
+}
 #: Leading jets whose assignments to (W1, W2, b_had, b_lep) are scored.
 MAX_JETS = 4
 
@@ -415,7 +429,7 @@ class TtbarAnalysis(distproc.Processor):
             self.model = OnnxModel(resolve(model_path), backend=inference_backend, outputs="probabilities")
 
     def process(self, events: Any) -> dict[str, Any]:
-        """Select single-lepton events once, then run the nominal and every shape variation."""
+        """Select single-lepton events once; every jet pT variation in one pass with :class:`Varied`."""
         meta = events.metadata
         dataset = meta["dataset"]
         n_events = len(events)
@@ -423,68 +437,61 @@ class TtbarAnalysis(distproc.Processor):
         events = compact_events(events, one)
         norm = meta["xsec"] * self.lumi / meta["sum_genweight"] if "xsec" in meta else 1.0
         weight = ak.to_numpy(events.genWeight).astype(np.float64) * norm
-        if dataset in ALTERNATIVE_SAMPLES:
-            out = self.fill(events, lepton, weight, dataset, "nominal", weight_variations=False)
+        jets = events.Jet
+        alternative = dataset in ALTERNATIVE_SAMPLES  # nominal only
+        if alternative:
+            pt = Varied({"nominal": jets.pt})
         else:
-            out = run_variations(
-                events,
-                self.shape_variations,
-                lambda varied, variation: self.fill(varied, lepton, weight, dataset, variation),
-            )
+            pt = Varied.from_variations(events, self.shape_variations, "Jet", "pt")
+        # The selection, regions and HT of the nominal and every pT variation at once.
+        good = (
+            (pt > 30) & (np.abs(jets.eta) < 2.4) & ((jets.jetId & 4) != 0)
+        )  # jetId bit 2: tight lepton veto
+        n_b = ak.sum(good & (jets.btagCSVV2 > BTAG_THRESHOLD), axis=1)
+        four = ak.sum(good, axis=1) >= 4
+        regions = {"4j1b": four & (n_b == 1), "4j2b": four & (n_b >= 2)}
+        selected = pt[good]
+        if alternative:  # the nominal weight only
+            weights = weight * self.lepton_sf(lepton["pt"], np.abs(lepton["eta"]))
+        else:  # the weight variations, under the nominal pT (a pT variation takes the nominal weight)
+            in_regions = ak.to_numpy((regions["4j1b"] | regions["4j2b"]).variation("nominal"))
+            weights = self.weights(selected.variation("nominal"), in_regions, lepton, weight, dataset)
+
+        hists = {region: histogram(OBSERVABLE_LABELS[region]) for region in REGIONS}
+        fill_varied(
+            hists["4j1b"],
+            process=dataset,
+            observable=ak.sum(selected, axis=1)[regions["4j1b"]],
+            weight=weights,
+        )
+        # The 4j2b reconstruction (trijets, and with a model the best jet-parton assignment) runs once per
+        # pT variation, on the jets and events that variation selects.
+        jets_4j2b = {"pt": selected[regions["4j2b"]], **{f: jets[f] for f in JET_FIELDS[1:]}}
+        lep = {f"lepton_{k}": v for k, v in lepton.items()} if self.model is not None else {}
+        reco = apply_varied(self.reconstruct, **jets_4j2b, **lep)
+        fill_varied(hists["4j2b"], process=dataset, observable=reco["mbjj"], weight=weights)
+        out: dict[str, Any] = {"hists": hists}
+        if self.model is not None:
+            out["ml"] = {key: histogram(*ML_HISTOGRAMS[key]) for key in ML_HISTOGRAMS}
+            for key, h in out["ml"].items():
+                fill_varied(h, process=dataset, observable=reco[key], weight=weights)
         out["nevents"] = {dataset: n_events}
         return out
 
-    def fill(
+    def weights(
         self,
-        events: Any,
+        jets_pt: Any,
+        in_regions: np.ndarray,
         lepton: dict[str, np.ndarray],
         weight: np.ndarray,
         dataset: str,
-        variation: str,
-        *,
-        weight_variations: bool = True,
-    ) -> dict[str, Any]:
-        """Histograms of one (shape) variation of single-lepton *events*.
+    ) -> Varied:
+        """The nominal weight and every weight variation, per event, as a :class:`Varied`.
 
-        The nominal pass also fills every weight variation; shape-variation passes fill their nominal
-        weight only (``run_variations`` names them after the variation).
+        ``btag_var_{i}`` scales with the pT of the i-th selected jet (*jets_pt*, jagged), evaluated for
+        the events *in_regions* (the nominal selection, the only one a weight variation fills); it is 1
+        elsewhere.
         """
-        jets = select_jets(events.Jet)
-        hists = {region: histogram(OBSERVABLE_LABELS[region]) for region in REGIONS}
-        out: dict[str, Any] = {"hists": hists}
-        ml = None
-        if self.model is not None:
-            ml = {
-                "top_mass": histogram("reconstructed $m_{bjj}$ [GeV]"),
-                "w_mass": histogram("reconstructed $m_{jj}$ [GeV]", (25, 0.0, 250.0)),
-                "score": histogram("assignment score", (20, 0.0, 1.0)),
-            }
-            out["ml"] = ml
-        for region, mask in region_masks(jets).items():
-            selected = jets[mask]
-            if region == "4j1b":
-                observable = ak.to_numpy(ak.sum(selected.pt, axis=1))
-            else:
-                observable = trijet_mass(selected)
-            region_lepton = {k: v[mask] for k, v in lepton.items()}
-            if variation == "nominal" and weight_variations:
-                weights = self.weights(selected, region_lepton, weight[mask], dataset)
-            else:  # shape variations and alternative samples: the nominal weight only
-                sf = self.lepton_sf(region_lepton["pt"], np.abs(region_lepton["eta"]))
-                weights = {"nominal": weight[mask] * sf}
-            for name, w in weights.items():
-                hists[region].fill(process=dataset, variation=name, observable=observable, weight=w)
-            if region == "4j2b" and ml is not None and len(observable):
-                values = self.assignment(selected, region_lepton)
-                for key, h in ml.items():
-                    for name, w in weights.items():
-                        h.fill(process=dataset, variation=name, observable=values[key], weight=w)
-        return out
-
-    def weights(
-        self, jets: Any, lepton: dict[str, np.ndarray], weight: np.ndarray, dataset: str
-    ) -> dict[str, np.ndarray]:
-        """The nominal weight and every weight variation: ``{"nominal": w, "btag_var_0_up": w2, ...}``."""
         weights = Weights(len(weight))
         weights.add("norm", weight)
         abseta = np.abs(lepton["eta"])
@@ -495,20 +502,33 @@ class TtbarAnalysis(distproc.Processor):
             weightDown=self.lepton_sf(lepton["pt"], abseta, variation="down"),
         )
         ones = np.ones(len(weight))
-        pt = ak.to_numpy(ak.to_regular(jets.pt[:, :4], axis=1)).reshape(-1, 4).astype(np.float64)
+        leading = ak.to_numpy(jets_pt[in_regions][:, :4]).reshape(-1, 4).astype(np.float64)  # >= 4 jets
         for i in range(4):
-            weights.add(
-                f"btag_var_{i}",
-                ones,
-                weightUp=self.btag_var(pt[:, i], i, "up"),
-                weightDown=self.btag_var(pt[:, i], i, "down"),
-            )
+            up, down = ones.copy(), ones.copy()
+            up[in_regions] = self.btag_var(leading[:, i], i, "up")
+            down[in_regions] = self.btag_var(leading[:, i], i, "down")
+            weights.add(f"btag_var_{i}", ones, weightUp=up, weightDown=down)
         if dataset == "wjets":
             weights.add("scale_var", ones, weightUp=ones * 1.025, weightDown=ones * 0.975)
-        return {agc_name(name): w for name, w in weight_variations(weights).items()}
+        return Varied({agc_name(name): w for name, w in weight_variations(weights).items()})
+
+    def reconstruct(self, **arrays: Any) -> dict[str, np.ndarray]:
+        """Per 4j2b event: the trijet mass ``mbjj`` and, with a model, the best assignment's values.
+
+        *arrays*: the selected jets' ``pt``, ``eta``, ``phi``, ``mass``, ``btagCSVV2`` (jagged) and, with a
+        model, the lepton's ``lepton_pt``, ... (one per event), as :func:`apply_varied` gives them.
+        """
+        lepton = {k.removeprefix("lepton_"): v for k, v in arrays.items() if k.startswith("lepton_")}
+        jets = ak.zip({k: v for k, v in arrays.items() if not k.startswith("lepton_")})
+        out = {"mbjj": trijet_mass(jets)}
+        if self.model is not None:
+            out |= self.assignment(jets, lepton)
+        return out
 
     def assignment(self, jets: Any, lepton: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Score every permutation with the model; the best one's top and W masses and its score."""
+        if len(jets) == 0:
+            return {key: np.zeros(0) for key in ML_HISTOGRAMS}
         features, event, _ = permutation_features(jets, lepton, self.max_jets)
         scores = np.asarray(self.model(features))[:, 1]
         best = best_permutation(scores, event, len(jets))

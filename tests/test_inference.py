@@ -243,6 +243,27 @@ def test_xgboost_bdt_matches_xgboost() -> None:
     np.testing.assert_array_equal(ak.to_numpy(ak.flatten(both.label)), clf.predict(x))
 
 
+def test_columns_fed_feature_major_to_a_model_without_the_default_domain() -> None:
+    """Feature columns go to the session feature-major through a Transpose distproc adds in front of the
+    graph; a model that imports only ``ai.onnx.ml`` gets the default domain for it."""
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Binarizer", ["x"], ["y"], domain="ai.onnx.ml", threshold=0.5)],
+        "binarize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)])
+    proto.ir_version = 8
+    assert [o.domain for o in proto.opset_import] == ["ai.onnx.ml"]
+    jets = make_jets(50, n_feat=3)
+    out = OnnxModel.from_bytes(proto.SerializeToString(), backend="cpu", batch_size=7)(jets)
+    rows = rows_of(jets, ["f0", "f1", "f2"])
+    assert ak.num(out).tolist() == ak.num(jets).tolist()
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(out)), (rows > 0.5).astype(np.float32))
+
+
 def test_sklearn_zipmap_output_is_explained() -> None:
     onnx_bytes = models.sklearn_bdt_zipmap()
     model = OnnxModel.from_bytes(onnx_bytes, backend="cpu")
@@ -427,6 +448,38 @@ def test_custom_backend_instance_and_typetracer_does_not_run(mlp_path: Path) -> 
     assert backend.runs == before
 
 
+class RowMajorBackend:
+    """A user backend written against the protocol alone (no ``feeds_columns``): records what it gets."""
+
+    name = "row-major"
+    providers = [("CPUExecutionProvider", {})]
+
+    def __init__(self) -> None:
+        self.fed: list[tuple[str, tuple[int, ...]]] = []
+
+    def check(self) -> None:
+        pass
+
+    def run(self, session, batch, output_names):  # type: ignore[no-untyped-def]
+        self.fed += [(name, array.shape) for name, array in batch.items()]
+        return session.run(list(output_names), dict(batch))
+
+
+def test_inputs_fed_feature_major_only_to_backends_that_take_them(mlp_path: Path) -> None:
+    jets = make_jets(30)
+    n_rows = int(ak.sum(ak.num(jets)))
+    plain = RowMajorBackend()
+    expected = ak.flatten(OnnxModel(mlp_path, backend=plain, features=FEATURES)(jets))
+    assert plain.fed == [("x", (n_rows, 10))]  # the model's own input, row-major
+    model = OnnxModel(mlp_path, backend="cpu", features=FEATURES)
+    np.testing.assert_allclose(ak.flatten(model(jets)), expected, atol=1e-6, rtol=0)
+    ((backend, session, fed),) = model._runtime.values()
+    assert backend.feeds_columns
+    assert fed == {"x"}
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("x.distproc_columns", [10, "N"])]
+    assert not CUDABackend.feeds_columns
+
+
 # ------------------------------------------------------------------------- sessions, pickling, dask-awkward
 def test_session_built_once_and_reused(mlp_path: Path) -> None:
     model = OnnxModel(mlp_path, backend="cpu", threads=1)
@@ -436,7 +489,7 @@ def test_session_built_once_and_reused(mlp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(model))
     clone(make_jets(10))
     assert sessions_created() - before == 1
-    _, session = clone._session()
+    ((_, session, _),) = clone._runtime.values()  # the session its chunk ran on
     assert session.get_session_options().intra_op_num_threads == 1
 
 
@@ -496,7 +549,9 @@ def test_nanoevents_collection_in_dask_and_eager_mode(nano_dy: Path) -> None:
 
 # -------------------------------------------------------------------------------- distributed workers
 def _worker_session_threads(model: OnnxModel) -> int:
-    return model._session()[1].get_session_options().intra_op_num_threads
+    model(make_jets(5))  # in the worker, the model reuses the session its chunks were run with
+    ((_, session, _),) = model._runtime.values()
+    return session.get_session_options().intra_op_num_threads
 
 
 @pytest.mark.cluster

@@ -185,7 +185,15 @@ def _resolve_layout(
 
 @dataclass
 class Prepared:
-    """One model input, checked, with its per-row arrays ready for batching."""
+    """One model input, checked, with its per-row arrays ready for batching.
+
+    A ``(rows, n_features)`` float input of several 1-D NumPy feature columns is *columnar*: on a backend
+    that allows it, its batches are fed feature-major, ``(n_features, rows)``, to a session whose graph
+    transposes them back
+    (:func:`distproc.inference._cache.columnar_model`). Filling a feature-major batch is one contiguous
+    copy per feature; filling a row-major one writes every value with a stride of ``n_features``, about
+    three times the cost, which was most of distproc's own time per chunk (benchmarks/README.md).
+    """
 
     spec: TensorSpec
     layout: str
@@ -195,24 +203,51 @@ class Prepared:
     columns: list[Any]  # typetracer ak.Arrays, or xp arrays of shape (rows, *middle)
     counts: Any = None  # objects per event (objects layout, typetracer)
     offsets: Any = None  # object offsets per event, from 0 (objects layout, NumPy or CuPy)
+    feed_columns: bool = False  # set when the session takes this input feature-major
     _buffer: Any = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:
         return len(self.columns[0])
 
+    @property
+    def columnar(self) -> bool:
+        """Whether batches can be fed feature-major (see the class docstring)."""
+        return (
+            self.layout in ("events", "objects")
+            and len(self.fed_shape) == 2
+            and len(self.columns) > 1
+            and self.dtype.kind == "f"
+            and not is_cupy(self.columns[0])  # on the GPU the row-major copy is not the cost
+        )
+
+    def as_rows(self, batch: Any) -> Any:
+        """A batch as ``(rows, ...)``, whichever way it is fed."""
+        return batch.T if self.feed_columns else batch
+
     def batch(self, start: int, stop: int, batch_size: int, xp: Any) -> Any:
-        """Rows ``start:stop`` as one contiguous array of the model's dtype and shape."""
+        """Rows ``start:stop`` as one contiguous array of the model's dtype and shape.
+
+        The array is a view of a buffer reused by the next batch.
+        """
         n = stop - start
         if self.layout == "matrix":
             part = self.columns[0][start:stop]
             return xp.ascontiguousarray(part.astype(self.dtype, copy=False)).reshape((n, *self.fed_shape[1:]))
-        middle = self.columns[0].shape[1:]
-        if self._buffer is None or self._buffer.shape[0] < n:
-            self._buffer = xp.empty(
-                (min(batch_size, self.rows), *middle, len(self.columns)), dtype=self.dtype
-            )
-        buf = self._buffer[:n]
+        first = self.columns[0]
+        if len(self.columns) == 1 and first.dtype == self.dtype and first.ndim == 1:
+            return xp.ascontiguousarray(first[start:stop]).reshape((n, *self.fed_shape[1:]))  # no copy
+        middle = first.shape[1:]
+        width = len(self.columns) * int(np.prod(middle, dtype=np.int64))
+        if self._buffer is None or len(self._buffer) < n * width:
+            self._buffer = xp.empty(min(batch_size, self.rows) * width, dtype=self.dtype)
+        flat = self._buffer[: n * width]  # the first n rows' worth, contiguous whatever n is
+        if self.feed_columns:
+            buf = flat.reshape((len(self.columns), n))
+            for i, col in enumerate(self.columns):
+                buf[i] = col[start:stop]
+            return buf
+        buf = flat.reshape((n, *middle, len(self.columns)))
         for i, col in enumerate(self.columns):
             buf[..., i] = col[start:stop]
         return buf.reshape((n, *self.fed_shape[1:]))

@@ -106,6 +106,10 @@ class InferenceBackend(Protocol):
     providers : list of (str, dict)
         onnxruntime execution providers with their options, in order of preference, used to create the
         session (e.g. ``[("CPUExecutionProvider", {})]``).
+    feeds_columns : bool, optional
+        Whether distproc may give this backend a ``(rows, features)`` input feature-major, as
+        ``(features, rows)`` under another input name, to a session whose graph transposes it back
+        (cheaper to lay out). Backends without the attribute get every input as the model declares it.
     """
 
     name: str
@@ -138,6 +142,7 @@ class CPUBackend:
     """
 
     name = "cpu"
+    feeds_columns = True
 
     @property
     def providers(self) -> list[tuple[str, dict[str, str]]]:
@@ -190,6 +195,7 @@ class CUDABackend:
     """
 
     name = "cuda"
+    feeds_columns = False  # IO binding sizes the outputs from the inputs' first axis
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from distproc.exceptions import (
     ModelNotFoundError,
     format_options,
 )
-from distproc.inference._cache import get_session
+from distproc.inference._cache import columnar_name, get_session
 from distproc.inference._features import LAYOUTS, Prepared, backend_of, lazy_awkward_errors, prepare
 from distproc.inference._spec import TensorSpec
 from distproc.inference.backends import (
@@ -158,46 +159,11 @@ class OnnxModel:
         threads: int | None = None,
     ) -> None:
         source = os.fspath(path)
-        options = {"backend": backend, "features": features, "layout": layout, "max_objects": max_objects}
-        options |= {"fill_value": fill_value, "batch_size": batch_size, "outputs": outputs}
-        self._setup(_read(source), source, squeeze=squeeze, nan=nan, threads=threads, **options)
-
-    @classmethod
-    def from_bytes(cls, model: bytes, *, name: str = "<bytes>", **options: Any) -> OnnxModel:
-        """A model from serialized ONNX bytes (``proto.SerializeToString()``); *options* as for the class.
-
-        Examples
-        --------
-        >>> from distproc.inference import OnnxModel
-        >>> OnnxModel.from_bytes(b"not onnx", name="junk.onnx")
-        Traceback (most recent call last):
-        ...
-        distproc.exceptions.ModelLoadError: junk.onnx is not a valid ONNX model ...
-        """
-        self = cls.__new__(cls)
-        self._setup(bytes(model), name, **options)
-        return self
-
-    def _setup(
-        self,
-        model: bytes,
-        source: str,
-        *,
-        backend: str | InferenceBackend = "auto",
-        features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-        layout: str | Mapping[str, str] = "auto",
-        max_objects: int | Mapping[str, int] | None = None,
-        fill_value: float = 0.0,
-        batch_size: int = 65536,
-        outputs: str | Sequence[str] | None = None,
-        squeeze: bool = True,
-        nan: str = "pass",
-        threads: int | None = None,
-    ) -> None:
+        if "_model" not in self.__dict__:  # from_bytes has set it
+            self._model = _read(source)
         self.path = source
-        self._model = model
-        self.digest = hashlib.sha256(model).hexdigest()
-        self.inputs, self.outputs = _inspect(model, source)
+        self.digest = hashlib.sha256(self._model).hexdigest()
+        self.inputs, self.outputs = _inspect(self._model, source)
         self.backend = get_backend(backend)
         names = [spec.name for spec in self.inputs]
         self._features = _per_input(features, "features", names, source)
@@ -236,7 +202,24 @@ class OnnxModel:
         self.squeeze = bool(squeeze)
         self.nan = nan
         self.output_names = self._select_outputs(outputs)
-        self._runtime: tuple[InferenceBackend, Any] | None = None
+        self._runtime: dict[frozenset[str], tuple[InferenceBackend, Any, frozenset[str]]] = {}
+
+    @classmethod
+    def from_bytes(cls, model: bytes, *, name: str = "<bytes>", **options: Any) -> OnnxModel:
+        """A model from serialized ONNX bytes (``proto.SerializeToString()``); *options* as for the class.
+
+        Examples
+        --------
+        >>> from distproc.inference import OnnxModel
+        >>> OnnxModel.from_bytes(b"not onnx", name="junk.onnx")
+        Traceback (most recent call last):
+        ...
+        distproc.exceptions.ModelLoadError: junk.onnx is not a valid ONNX model ...
+        """
+        self = cls.__new__(cls)
+        self._model = bytes(model)
+        self.__init__(name, **options)  # reads no file: _model is set
+        return self
 
     def _select_outputs(self, outputs: str | Sequence[str] | None) -> tuple[str, ...]:
         tensors = [spec.name for spec in self.outputs if spec.dtype is not None]
@@ -268,7 +251,7 @@ class OnnxModel:
     # ------------------------------------------------------------------ pickling and dask tokens
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_runtime"] = None  # sessions never travel; each process builds (or reuses) its own
+        state["_runtime"] = {}  # sessions never travel; each process builds (or reuses) its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -368,12 +351,14 @@ class OnnxModel:
     def _predict(self, prepared: list[Prepared], n_rows: int, xp: Any) -> dict[str, Any]:
         if n_rows == 0:
             return {name: xp.asarray(self._empty(name)) for name in self.output_names}
-        backend, session = self._session()
+        backend, session, columnar = self._session(frozenset(p.spec.name for p in prepared if p.columnar))
+        for p in prepared:
+            p.feed_columns = p.spec.name in columnar
         size = self.batch_size
         results: list[Any] | None = None
         for start in range(0, n_rows, size):
             stop = min(n_rows, start + size)
-            batch = {p.spec.name: p.batch(start, stop, size, xp) for p in prepared}
+            batch = {_fed_name(p): p.batch(start, stop, size, xp) for p in prepared}
             if self.nan == "raise":
                 _check_nan(prepared, batch, start, xp)
             outs = [_as_xp(out, xp) for out in backend.run(session, batch, self.output_names)]
@@ -392,10 +377,20 @@ class OnnxModel:
                 result[start:stop] = out
         return dict(zip(self.output_names, results or [], strict=True))
 
-    def _session(self) -> tuple[InferenceBackend, Any]:
-        if self._runtime is None:
+    def _session(
+        self, columnar: frozenset[str] = frozenset()
+    ) -> tuple[InferenceBackend, Any, frozenset[str]]:
+        """This process's backend, session and the inputs it takes feature-major.
+
+        *columnar* names the inputs that could be fed feature-major; the backend decides whether they
+        are (``feeds_columns``: the CPU backend does; CUDA's IO binding sizes its outputs from the first
+        axis of the inputs, so it does not).
+        """
+        runtime = self._runtime.get(columnar)
+        if runtime is None:
             backend = resolve_backend(self.backend)
-            session = get_session(self._model, self.digest, backend, self.threads)
+            fed = columnar if getattr(backend, "feeds_columns", False) else frozenset()
+            session = get_session(self._model, self.digest, backend, self.threads, fed)
             wanted = backend.providers[0][0]
             if wanted not in session.get_providers():
                 warnings.warn(
@@ -404,10 +399,10 @@ class OnnxModel:
                     GPUUnavailableWarning,
                     stacklevel=3,
                 )
-                backend = CPUBackend()
-                session = get_session(self._model, self.digest, backend, self.threads)
-            self._runtime = (backend, session)
-        return self._runtime
+                backend, fed = CPUBackend(), columnar
+                session = get_session(self._model, self.digest, backend, self.threads, fed)
+            runtime = self._runtime[columnar] = (backend, session, fed)
+        return runtime
 
     def _empty(self, name: str) -> np.ndarray:
         spec = self._spec(name)
@@ -440,9 +435,6 @@ class OnnxModel:
         return ak.Array(lists)
 
 
-_DEFAULTS = {"features": None, "layout": "auto", "max_objects": None}
-
-
 def _per_input(value: Any, what: str, names: list[str], source: str) -> dict[str, Any]:
     """A per-input option: one value for every input, or a mapping input name -> value."""
     if not isinstance(value, Mapping):
@@ -452,7 +444,8 @@ def _per_input(value: Any, what: str, names: list[str], source: str) -> dict[str
             hint = format_options(key, names, "inputs")
             msg = f"{what} names input {key!r}, which {source} does not have. {hint}"
             raise InferenceError(msg)
-    return {n: value.get(n, _DEFAULTS[what]) for n in names}
+    default = inspect.signature(OnnxModel).parameters[what].default  # for inputs the mapping leaves out
+    return {n: value.get(n, default) for n in names}
 
 
 def _apply_partition(model: OnnxModel, feeds: Mapping[str, Any]) -> Any:
@@ -466,9 +459,14 @@ def _as_xp(array: Any, xp: Any) -> Any:
     return array if is_cupy(array) else xp.asarray(array)
 
 
+def _fed_name(p: Prepared) -> str:
+    """The session input that *p* is fed to (a columnar input has its own, see ``columnar_model``)."""
+    return columnar_name(p.spec.name) if p.feed_columns else p.spec.name
+
+
 def _check_nan(prepared: list[Prepared], batch: Mapping[str, Any], start: int, xp: Any) -> None:
     for p in prepared:
-        array = batch[p.spec.name]
+        array = p.as_rows(batch[_fed_name(p)])
         if array.dtype.kind != "f":
             continue
         mask = xp.isnan(array)

@@ -10,7 +10,8 @@
   ``"variation"`` axis;
 * :class:`Varied`, :func:`fill_varied` - a quantity for the nominal and every variation at once
   (``BinnedLookup.varied``), with selections, per-event sums and histogram filling done in one flat pass
-  per variation instead of awkward's jagged operations.
+  per variation instead of awkward's jagged operations; :func:`apply_varied` runs what is not elementwise
+  (combinations, the best candidate per event, a model's scores) once per variation.
 
 Errors are :class:`~distproc.exceptions.SystematicsError` (a ``ValueError``) or one of the subclasses
 :class:`BinningError`, :class:`CorrectionNotFoundError`, :class:`InputsError` and
@@ -38,7 +39,7 @@ from distproc.systematics.correction import Correction, load_correction_set
 from distproc.systematics.merge import VARIATION_AXIS, merge_variation_outputs, run_variations
 from distproc.systematics.rng import deterministic_normal
 from distproc.systematics.shape import Scale, ShapeVariation, ShapeVariations, Smear
-from distproc.systematics.varied import Varied, fill_varied
+from distproc.systematics.varied import Varied, apply_varied, fill_varied
 from distproc.systematics.weights import weight_variations
 
 __all__ = (
@@ -54,6 +55,7 @@ __all__ = (
     "ShapeVariations",
     "Smear",
     "Varied",
+    "apply_varied",
     "deterministic_normal",
     "fill_varied",
     "load_correction_set",

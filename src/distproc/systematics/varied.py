@@ -52,7 +52,7 @@ import numpy as np
 from distproc.exceptions import SystematicsError, format_options
 from distproc.systematics._arrays import is_dask, materialized
 
-__all__ = ("Varied", "fill_varied")
+__all__ = ("Varied", "apply_varied", "fill_varied")
 
 #: Name of the categorical axis that holds the variation names (as in :mod:`distproc.systematics.merge`).
 _VARIATION_AXIS = "variation"
@@ -384,6 +384,35 @@ class Varied:
         out._events, out._values, out._keep = events, values, keeps
         return out
 
+    @classmethod
+    def from_variations(cls, events: Any, variations: Any, collection: str, field: str) -> Varied:
+        """``events[collection][field]`` for the nominal and under every shape variation of *variations*.
+
+        Parameters
+        ----------
+        events
+            The chunk's events (what ``process`` receives, or a record array with the collection).
+        variations
+            A :class:`~distproc.systematics.ShapeVariations` or one
+            :class:`~distproc.systematics.ShapeVariation` (anything with ``names()`` and
+            ``vary(events, name)``).
+        collection, field
+            Where the varied quantity is, e.g. ``"Jet"``, ``"pt"``.
+
+        Examples
+        --------
+        >>> import awkward as ak
+        >>> from distproc.systematics import Scale
+        >>> events = ak.Array({"Jet": [[{"pt": 100.0}], [{"pt": 20.0}, {"pt": 50.0}]]})
+        >>> pt = Varied.from_variations(events, Scale("jes", 0.1), "Jet", "pt")
+        >>> pt.names, pt.variation("jes_down").tolist()
+        (('nominal', 'jes_up', 'jes_down'), [[90.0], [18.0, 45.0]])
+        """
+        arrays = {"nominal": events[collection][field]}
+        for name in variations.names():
+            arrays[name] = variations.vary(events, name)[collection][field]
+        return cls(arrays)
+
     @property
     def names(self) -> tuple[str, ...]:
         """The variation names, ``"nominal"`` first."""
@@ -402,16 +431,9 @@ class Varied:
         if name not in self._values:
             msg = f"Varied has no variation {name!r}. {format_options(name, self._values, 'variations')}"
             raise SystematicsError(msg)
-        values, keep = self._values[name], self._keep[name]
-        events = self._events
-        if not events.jagged:
-            return ak.Array(values if keep.events is None else values[keep.events])
-        counts = events.counts
-        if keep.objects is not None:
-            values = values[keep.objects]
-            counts = _segment_sum(keep.objects, events.offsets)
-        out = ak.unflatten(values, counts)
-        return out if keep.events is None else out[keep.events]
+        selection = _Selection(self._events, self._keep[name])
+        values = self._values[name]
+        return selection.per_object(values) if self._events.jagged else ak.Array(selection.per_event(values))
 
     def __getitem__(self, where: Any) -> Varied:
         """Select events (a boolean per event) or objects (a boolean per object) in every variation."""
@@ -619,3 +641,152 @@ def fill_varied(histogram: Any, /, **fields: Any) -> Any:
         extra = {_VARIATION_AXIS: name} if has_axis else {}
         histogram.fill(**extra, **passed, **dict(zip(arrays, values, strict=True)))
     return histogram
+
+
+class _Selection:
+    """What one variation keeps of a structure: the kept objects of the kept events, found once.
+
+    Per-object values become awkward lists of the kept objects by one ``take`` (no jagged masking).
+    """
+
+    __slots__ = ("events", "index", "offsets")
+
+    def __init__(self, events: _Events, keep: _Keep) -> None:
+        self.events = keep.events
+        self.index: np.ndarray | None = None
+        self.offsets: np.ndarray | None = None
+        if not events.jagged:
+            return
+        objects = keep.objects
+        if keep.events is not None:
+            in_kept = np.repeat(keep.events, events.counts)
+            objects = in_kept if objects is None else objects & in_kept
+        if objects is None:
+            self.offsets = events.offsets
+            return
+        self.index = np.flatnonzero(objects)
+        counts = _segment_sum(objects, events.offsets)
+        if keep.events is not None:
+            counts = counts[keep.events]
+        self.offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+
+    def per_event(self, values: np.ndarray) -> np.ndarray:
+        return values if self.events is None else values[self.events]
+
+    def per_object(self, values: np.ndarray) -> ak.Array:
+        if self.index is not None:
+            values = values.take(self.index)
+        lists = ak.contents.ListOffsetArray(ak.index.Index64(self.offsets), ak.contents.NumpyArray(values))
+        return ak.Array(lists)
+
+
+def apply_varied(fn: Callable[..., Any], /, **operands: Any) -> Any:
+    """``fn(**arrays)`` once per variation, on the selected objects of the selected events.
+
+    What a :class:`Varied` cannot express elementwise (combinations of objects, the best of them per
+    event, a model's score per candidate) is written as a function of plain arrays and run per
+    variation, as RDataFrame runs a ``Define`` on varied columns once per variation. Each operand may be
+    a :class:`Varied` (its values under the variation, with its selections), an unvaried awkward array
+    or 1-D NumPy array of the same events, or anything else (passed as is). Array operands reach *fn*
+    as awkward arrays (per-object ones as jagged lists of the objects kept under the variation by every
+    Varied operand; per-event ones as NumPy arrays), restricted to the events that every Varied
+    operand keeps under that variation.
+
+    Parameters
+    ----------
+    fn
+        ``fn(**arrays) -> array`` of one number per event it was given, or a mapping or tuple of such
+        arrays.
+    **operands
+        The keyword arguments of *fn*.
+
+    Returns
+    -------
+    Varied, or a dict or tuple of Varied (as *fn* returns)
+        Per-event quantities on the events of the operands, with each variation's event selection
+        applied.
+
+    Raises
+    ------
+    SystematicsError
+        Operands that do not line up, or an *fn* result that is not one number per given event.
+
+    Examples
+    --------
+    >>> import awkward as ak
+    >>> import numpy as np
+    >>> nominal = ak.Array([[50.0, 20.0, 70.0], [10.0]])
+    >>> pt = Varied({"nominal": nominal, "up": nominal * 1.1})
+    >>> eta = ak.Array([[0.1, 0.2, 0.3], [0.4]])
+    >>> good = pt > 15.0
+    >>> def leading_eta(pt, eta):
+    ...     return ak.to_numpy(ak.firsts(eta[ak.argmax(pt, axis=1, keepdims=True)]))
+    >>> lead = apply_varied(leading_eta, pt=pt[good][ak.sum(good, axis=1) > 0], eta=eta)
+    >>> lead.variation("up").tolist()
+    [0.3]
+    >>> lead.names
+    ('nominal', 'up')
+    """
+    names = list(operands)
+    b = _Broadcast(list(operands.values()), "apply_varied")
+    target = b.target
+    results: dict[str, Any] = {}
+    keeps: dict[str, _Keep] = {}
+    for name in b.names:
+        raw = [b.raw(op, name) for op in b.operands]
+        keep = _ALL
+        for _, kept in raw:
+            keep = _combine(keep, kept)
+        selection = _Selection(target, keep)
+        arrays = {}
+        for key, op, (values, _) in zip(names, b.operands, raw, strict=True):
+            if not _is_array(op):
+                arrays[key] = values
+            elif (op.events if isinstance(op, _Fixed) else op._events).jagged:
+                arrays[key] = selection.per_object(values)
+            else:
+                arrays[key] = selection.per_event(values)
+        results[name] = fn(**arrays)
+        keeps[name] = _Keep(events=keep.events)
+    n_kept = {
+        name: target.length if k.events is None else int(np.count_nonzero(k.events))
+        for name, k in keeps.items()
+    }
+    first = results["nominal"]
+    if isinstance(first, Mapping):
+        return {
+            key: _per_event(target, {n: r[key] for n, r in results.items()}, keeps, n_kept, key)
+            for key in first
+        }
+    if isinstance(first, tuple):
+        return tuple(
+            _per_event(target, {n: r[i] for n, r in results.items()}, keeps, n_kept, str(i))
+            for i in range(len(first))
+        )
+    return _per_event(target, results, keeps, n_kept, "")
+
+
+def _per_event(
+    target: _Events, results: dict[str, Any], keeps: dict[str, _Keep], n_kept: dict[str, int], key: str
+) -> Varied:
+    """Per-variation results for the kept events, as a Varied over all events (others hold zeros)."""
+    events = target.per_event()
+    values: dict[str, np.ndarray] = {}
+    for name, result in results.items():
+        array = ak.to_numpy(result) if isinstance(result, ak.Array) else np.asarray(result)
+        if array.ndim != 1 or len(array) != n_kept[name]:
+            what = f"result {key!r}" if key else "the result"
+            msg = (
+                f"apply_varied: {what} under {name!r} has shape {array.shape}; the function must return "
+                f"one number per event it is given ({n_kept[name]})"
+            )
+            raise SystematicsError(msg)
+        keep = keeps[name].events
+        if keep is None:
+            values[name] = array
+        else:
+            full = np.zeros(target.length, dtype=array.dtype)
+            full[keep] = array
+            values[name] = full
+    return Varied._make(events, values, keeps)
