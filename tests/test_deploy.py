@@ -157,7 +157,7 @@ def test_site_jobqueue_defaults_are_picked_up() -> None:
 
 def test_makefile_image_target_runs_the_build_script() -> None:
     done = subprocess.run(
-        ["make", "-n", "image", "BASE_IMAGE=localhost/base:1", "IMAGE=me/distproc:1"],
+        ["make", "--no-print-directory", "-n", "image", "BASE_IMAGE=localhost/base:1", "IMAGE=me/distproc:1"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -810,6 +810,7 @@ def test_public_api_is_pinned_and_examples_run(monkeypatch: pytest.MonkeyPatch) 
         "ShapeVariations",
         "Smear",
         "Varied",
+        "apply_varied",
         "deterministic_normal",
         "fill_varied",
         "load_correction_set",
