@@ -165,6 +165,16 @@ class PartitionError(DistprocError, RuntimeError):
         )
 
 
+class DaskModeError(DistprocError, TypeError):
+    """A processor's dask-awkward output cannot be evaluated as asked: a dask-awkward processor run in
+    the default mode, or an output of a dask-mode run that cannot be split into partitions."""
+
+    def __init__(self, message: str, *, output: str | None = None) -> None:
+        super().__init__(message)
+        self._keep(message, output=output)
+        self.output = output
+
+
 class ProcessorLoadError(DistprocError, ImportError):
     """A processor given as ``path/to/file.py:ClassName`` could not be imported or instantiated."""
 

@@ -1,0 +1,432 @@
+"""Dask mode: a coffea dask-awkward processor, unchanged, evaluated partition by partition.
+
+A processor written for coffea 2024's dask mode builds a graph: ``process(events)`` receives a
+``dask_awkward.Array`` and returns ``hist.dask`` histograms, ``dask_awkward`` arrays and scalars. coffea
+then traces and optimises that graph once per dataset on the client and ships every task with the
+NanoEvents behaviour in it. Here the processor is wrapped (:class:`DaskModeProcessor`) so that the engine
+runs it like any other: in each worker, ``process`` is called once per dataset and file form on a
+one-partition ``dask_awkward.Array`` of typetracer events (:func:`_trace`), which builds the user's graph;
+each partition task then evaluates that graph on its own partition's events (virtual NanoEvents, so only
+the branches the graph touches are read — dask-awkward's column optimisation, by construction), and the
+outputs are combined across partitions by the engine's tree reduction exactly as dask would combine them:
+
+* a ``dask_awkward`` reduction (``dak.sum``, ``dak.max``, ``ak.num(events, axis=0)``, ...): each partition
+  gives the reduction's per-partition chunk; merging applies the reduction's own tree-node function and
+  the end its finalize function (the functions of the reduction's ``AwkwardTreeReductionLayer``);
+* a ``hist.dask`` histogram: the partition's filled histogram; merging adds them;
+* a ``dask_awkward`` array: the partitions' arrays, concatenated in partition order at the end;
+* anything else in the output (numbers, strings, eager ``hist.Hist``): returned as ``process`` built it,
+  as ``dask.compute`` leaves it.
+
+That split is exact only when every step before the final combination works partition by partition. An
+output whose graph combines partitions anywhere else (a histogram weighted by ``dak.sum`` of the whole
+dataset, ``dak.sum(x) / dak.sum(y)``, ``dask.delayed`` over the events) is refused with an error naming
+the output and the step, never evaluated per partition into a wrong number.
+
+The result is what ``coffea.dataset_tools.apply_to_fileset`` + ``dask.compute`` give: ``{dataset: output}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import operator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from distproc.exceptions import DaskModeError
+
+__all__ = ("DaskModeProcessor",)
+
+#: ``events.metadata`` keys the engine adds per partition; a dask-mode trace sees the dataset's metadata
+#: only (what coffea's ``apply_to_fileset`` gives), so these are removed before tracing.
+_PARTITION_KEYS = ("filename", "treename", "entrystart", "entrystop", "fileuuid")
+
+#: Kinds of output leaves (see the module docstring).
+_REDUCE, _ADD, _PARTS = "reduce", "add", "partitions"
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    """Placeholder for the *index*-th dask collection in a traced output's structure."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class _LeafSpec:
+    """How one output leaf is computed per partition and combined: picklable, a few hundred bytes."""
+
+    path: str
+    kind: str
+    #: ``(concat, tree_node, finalize)`` of a dask-awkward reduction (:data:`_REDUCE` leaves).
+    combine: tuple[Callable[..., Any], ...] = ()
+    #: The collection's ``__dask_postcompute__`` ``(function, args)``, applied once at the end.
+    post: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+
+
+def _path_str(path: tuple[Any, ...]) -> str:
+    return "output" + "".join(f"[{p!r}]" for p in path)
+
+
+def _flatten(obj: Any, path: tuple[Any, ...], leaves: list[tuple[str, Any]]) -> Any:
+    """*obj* with every dask collection replaced by a :class:`_Leaf`; the collections go to *leaves*."""
+    import dask
+
+    if dask.is_dask_collection(obj):
+        leaves.append((_path_str(path), obj))
+        return _Leaf(len(leaves) - 1)
+    if isinstance(obj, Mapping):
+        out = {k: _flatten(v, (*path, k), leaves) for k, v in obj.items()}
+        if type(obj) is dict:
+            return out
+        copied = obj.copy() if hasattr(obj, "copy") else dict(obj)
+        copied.update(out)
+        return copied
+    if isinstance(obj, (list, tuple)):
+        items = [_flatten(v, (*path, i), leaves) for i, v in enumerate(obj)]
+        return tuple(items) if isinstance(obj, tuple) else items
+    return obj
+
+
+def _unflatten(obj: Any, values: list[Any]) -> Any:
+    """Inverse of :func:`_flatten`: the structure with each :class:`_Leaf` replaced by its value."""
+    if isinstance(obj, _Leaf):
+        return values[obj.index]
+    if isinstance(obj, Mapping):
+        copied = obj.copy() if hasattr(obj, "copy") else dict(obj)
+        for k, v in obj.items():
+            copied[k] = _unflatten(v, values)
+        return copied
+    if isinstance(obj, list):
+        return [_unflatten(v, values) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_unflatten(v, values) for v in obj)
+    return obj
+
+
+class _BoundEvents:
+    """The dask-awkward input function of a trace: it yields the concrete events of the partition being
+    evaluated (set by :meth:`_Traced.evaluate`), so the traced graph is reused for every partition."""
+
+    def __init__(self, meta: Any) -> None:
+        self.meta = meta
+        self.local = threading.local()
+
+    def mock(self) -> Any:
+        return self.meta
+
+    def __call__(self, *args: Any) -> Any:
+        return self.local.events
+
+
+def _layer_kind(layer: Any) -> str:
+    return type(layer).__name__
+
+
+def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any, Any]:
+    """How output *leaf* is evaluated: ``(spec, key to compute per partition, local post-compute)``.
+
+    The local post-compute (a histogram's conversion to ``hist.Hist``) runs in the worker on each
+    partition's value; ``spec.post`` runs once on the combined value. Raises :class:`DaskModeError`
+    when the leaf's graph combines partitions other than in its final step, or in a final step whose
+    combination is not known here.
+    """
+    from dask.blockwise import Blockwise
+    from dask_awkward.layers import AwkwardBlockwiseLayer, AwkwardInputLayer, AwkwardTreeReductionLayer
+
+    graph = leaf.__dask_graph__()
+    (final_name,) = leaf.__dask_layers__()
+    final = graph.layers[final_name]
+    for name, layer in graph.layers.items():
+        partitionwise = isinstance(layer, (AwkwardBlockwiseLayer, Blockwise)) or (
+            isinstance(layer, AwkwardInputLayer) and name == input_name
+        )
+        if name != final_name and not partitionwise:
+            msg = (
+                f"{path} cannot be evaluated partition by partition: its graph combines partitions in "
+                f"step {name!r} ({type(layer).__name__}) before its final step. distproc's dask mode "
+                "evaluates the graph per partition and combines only a final reduction, histogram fill "
+                "or array; compute such an output from returned pieces after the run (e.g. return "
+                "dak.sum(x) and dak.sum(y) rather than their ratio)"
+            )
+            raise DaskModeError(msg, output=path)
+    post = leaf.__dask_postcompute__()
+    if isinstance(final, AwkwardTreeReductionLayer):
+        if type(final).__module__.startswith("dask_histogram"):  # fills of hist.dask: added
+            return _LeafSpec(path, _ADD), (final_name, 0), post
+        combine = (final.concat_func, final.tree_node_func, final.finalize_func)
+        return _LeafSpec(path, _REDUCE, combine=combine, post=post), (final.name_input, 0), None
+    if isinstance(final, (AwkwardBlockwiseLayer, Blockwise)) and getattr(leaf, "npartitions", 0) == 1:
+        return _LeafSpec(path, _PARTS, post=post), (final_name, 0), None
+    from dask_awkward.lib.structure import _numaxis0
+
+    tasks = list(dict(final).values())
+    task = tasks[0] if len(tasks) == 1 else None
+    func = task[0] if isinstance(task, tuple) and task else getattr(task, "func", None)
+    if func is _numaxis0:  # ak.num(events, axis=0): the partitions' counts, summed
+        return _LeafSpec(path, _ADD), (final_name, 0), None
+    msg = (
+        f"{path} ends in step {final_name!r} ({type(final).__name__}), which combines partitions in a "
+        "way distproc's dask mode cannot split; supported outputs are dask_awkward arrays, "
+        "dask_awkward reductions over axis 0 or None, ak.num(events, axis=0) and hist.dask histograms"
+    )
+    raise DaskModeError(msg, output=path)
+
+
+def _execution_plan(collections: list[Any], keys: list[Any]) -> tuple[list[Any], dict[Any, int]]:
+    """The graph nodes needed for *keys*, in dask's order, and how many nodes use each key."""
+    from dask._task_spec import convert_legacy_graph
+    from dask.base import collections_to_dsk
+    from dask.order import order
+
+    dsk = convert_legacy_graph(dict(collections_to_dsk(collections, optimize_graph=False)))
+    needed: dict[Any, Any] = {}
+    stack = list(keys)
+    while stack:
+        key = stack.pop()
+        if key not in needed:
+            needed[key] = dsk[key]
+            stack.extend(needed[key].dependencies)
+    priority = order(needed)
+    nodes = sorted(needed.values(), key=lambda node: priority[node.key])
+    users: dict[Any, int] = dict.fromkeys(needed, 0)
+    for node in nodes:
+        for dep in node.dependencies:
+            users[dep] += 1
+    return nodes, users
+
+
+@dataclass
+class _Traced:
+    """A processor's graph for one dataset and file form, and how to evaluate it on a partition."""
+
+    structure: Any
+    specs: tuple[_LeafSpec, ...]
+    keys: list[Any]
+    local_post: list[Any]
+    nodes: list[Any]
+    users: dict[Any, int]
+    source: _BoundEvents
+
+    def evaluate(self, events: Any) -> list[Any]:
+        """The per-partition value of every leaf, for the concrete *events* of one partition."""
+        self.source.local.events = events
+        cache: dict[Any, Any] = {}
+        users = dict(self.users)
+        wanted = set(self.keys)
+        try:
+            for node in self.nodes:
+                cache[node.key] = node(cache)
+                for dep in node.dependencies:
+                    users[dep] -= 1
+                    if users[dep] == 0 and dep not in wanted:
+                        del cache[dep]
+        finally:
+            self.source.local.events = None
+        values = []
+        for key, post, spec in zip(self.keys, self.local_post, self.specs, strict=True):
+            value = cache[key]
+            if post is not None:
+                value = post[0]([value], *post[1])
+            values.append([value] if spec.kind == _PARTS else value)
+        return values
+
+
+def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
+    """Call *process* on a one-partition ``dask_awkward.Array`` with typetracer *meta*; plan its graph."""
+    import dask
+    import dask_awkward as dak
+
+    dak.lib.core.dak_cache.clear()
+    source = _BoundEvents(meta)
+    events = dak.from_map(source, [0], label="distproc-events", meta=meta)
+    events._meta.attrs["@original_array"] = events  # what coffea's dask-mode factory sets
+    output = process(events)
+    leaves: list[tuple[str, Any]] = []
+    structure = _flatten(output, (), leaves)
+    input_name = events.name
+    specs, keys, local_post, collections = [], [], [], []
+    constants = {}
+    for i, (path, leaf) in enumerate(leaves):
+        if input_name not in leaf.__dask_graph__().layers:
+            constants[i] = leaf  # does not depend on the events: computed once, as dask.compute would
+            continue
+        spec, key, post = _classify(path, leaf, input_name)
+        specs.append(spec)
+        keys.append(key)
+        local_post.append(post)
+        collections.append(leaf)
+    if constants:
+        computed = dict(zip(constants, dask.compute(*constants.values(), scheduler="sync"), strict=True))
+        index = iter(range(len(specs)))
+        renumber = [computed[i] if i in computed else _Leaf(next(index)) for i in range(len(leaves))]
+        structure = _unflatten(structure, renumber)
+    nodes, users = _execution_plan(collections, keys) if collections else ([], {})
+    return _Traced(structure, tuple(specs), keys, local_post, nodes, users, source)
+
+
+@dataclass
+class _DatasetResult:
+    """One dataset's outputs so far: the output structure, its leaves' specs and combined values."""
+
+    structure: Any
+    specs: tuple[_LeafSpec, ...]
+    values: list[Any]
+    partitions: list[str]
+
+
+def _combine(spec: _LeafSpec, a: Any, b: Any) -> Any:
+    if spec.kind == _REDUCE:
+        concat, tree_node, _ = spec.combine
+        return tree_node(concat([a, b]))
+    return operator.add(a, b)  # histograms and counts added; partition lists concatenated
+
+
+def _finish(spec: _LeafSpec, value: Any) -> Any:
+    if spec.kind == _REDUCE:
+        concat, _, finalize = spec.combine
+        value = [finalize(concat([value]))]
+    if spec.post is not None:
+        return spec.post[0](value, *spec.post[1])
+    return value
+
+
+class DaskOutput:
+    """The addable per-partition output of a :class:`DaskModeProcessor`: ``{dataset: results}``.
+
+    Adding two combines each dataset's outputs as dask would combine their partitions; adding never
+    mutates an operand except in ``+=``. :meth:`result` gives what ``dask.compute`` would give.
+    """
+
+    def __init__(self, datasets: dict[str, _DatasetResult]) -> None:
+        self.datasets = datasets
+
+    def __add__(self, other: DaskOutput) -> DaskOutput:
+        out = DaskOutput({name: _copy_result(r) for name, r in self.datasets.items()})
+        out += other
+        return out
+
+    def __iadd__(self, other: DaskOutput) -> DaskOutput:
+        if not isinstance(other, DaskOutput):
+            return NotImplemented
+        for name, theirs in other.datasets.items():
+            mine = self.datasets.get(name)
+            if mine is None:
+                self.datasets[name] = _copy_result(theirs)
+                continue
+            if [(s.path, s.kind) for s in mine.specs] != [(s.path, s.kind) for s in theirs.specs]:
+                msg = (
+                    f"dataset {name!r}: the processor returned differently structured outputs for "
+                    f"partitions {_few(mine.partitions)} and {_few(theirs.partitions)} (outputs "
+                    f"{[s.path for s in mine.specs]} vs {[s.path for s in theirs.specs]}); they cannot "
+                    "be combined"
+                )
+                raise DaskModeError(msg, output=name)
+            mine.values = [_combine(s, a, b) for s, a, b in zip(mine.specs, mine.values, theirs.values)]
+            mine.partitions.extend(theirs.partitions)
+        return self
+
+    def result(self) -> dict[str, Any]:
+        """``{dataset: output}`` with every dask collection replaced by its computed value."""
+        return {
+            name: _unflatten(r.structure, [_finish(s, v) for s, v in zip(r.specs, r.values, strict=True)])
+            for name, r in self.datasets.items()
+        }
+
+
+def _copy_result(r: _DatasetResult) -> _DatasetResult:
+    values = [list(v) if s.kind == _PARTS else v for s, v in zip(r.specs, r.values, strict=True)]
+    return _DatasetResult(r.structure, r.specs, values, list(r.partitions))
+
+
+def _few(partitions: list[str]) -> str:
+    return ", ".join(partitions[:3]) + (f" and {len(partitions) - 3} more" if len(partitions) > 3 else "")
+
+
+#: Traces kept per worker process (each holds a graph and a typetracer of the events' form).
+_MAX_TRACES = 64
+
+
+class DaskModeProcessor:
+    """Runs a coffea dask-mode processor (or a function of a ``dask_awkward.Array``) in the engine.
+
+    ``process(events)`` takes one partition's concrete NanoEvents, traces the wrapped processor on the
+    events' form once per dataset and form in this process, evaluates the traced graph on the events
+    and returns a :class:`DaskOutput`; ``postprocess`` turns the reduced output into
+    ``{dataset: output}``, as ``apply_to_fileset`` + ``dask.compute`` give.
+
+    Examples
+    --------
+    >>> import dask_awkward as dak, distproc
+    >>> def analysis(events):
+    ...     return {"muons": dak.sum(dak.num(events.Muon, axis=1))}
+    >>> distproc.run(analysis, {"dy": ["dy.root"]}, mode="dask").output  # doctest: +SKIP
+    {'dy': {'muons': 3621}}
+    """
+
+    def __init__(self, processor: Any) -> None:
+        process = getattr(processor, "process", processor)
+        if not callable(process):
+            msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
+            raise TypeError(msg)
+        self.processor = processor
+        self._traces: OrderedDict[tuple[Any, ...], _Traced] = OrderedDict()
+        self._forms: dict[tuple[str, str], tuple[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"processor": self.processor}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["processor"])
+
+    def _form(self, events: Any, meta: Mapping[str, Any]) -> tuple[str, Any]:
+        """``(hash, form)`` of the events' form, without the per-partition metadata (cached per file)."""
+        key = (str(meta.get("filename")), str(meta.get("treename")))
+        cached = self._forms.get(key)
+        if cached is None:
+            form = events.layout.form
+            parameters = {k: v for k, v in form.parameters.items() if k != "metadata"}
+            form = form.copy(parameters=parameters)
+            digest = hashlib.sha1(json.dumps(form.to_dict(), sort_keys=True).encode()).hexdigest()
+            cached = self._forms[key] = (digest, form)
+        return cached
+
+    def _traced(self, events: Any) -> tuple[_Traced, str]:
+        import awkward as ak
+
+        meta = dict(events.metadata or {})
+        dataset = str(meta.get("dataset", ""))
+        digest, form = self._form(events, meta)
+        trace_meta = {k: v for k, v in meta.items() if k not in _PARTITION_KEYS}
+        key = (dataset, digest)
+        with self._lock:
+            traced = self._traces.get(key)
+            if traced is not None:
+                self._traces.move_to_end(key)
+                return traced, dataset
+            form = form.copy(parameters={**form.parameters, "metadata": trace_meta})
+            typetracer = ak.typetracer.typetracer_from_form(form, highlevel=True, behavior=events.behavior)
+            process = getattr(self.processor, "process", self.processor)
+            traced = self._traces[key] = _trace(process, typetracer)
+            while len(self._traces) > _MAX_TRACES:
+                self._traces.popitem(last=False)
+        return traced, dataset
+
+    def process(self, events: Any) -> DaskOutput:
+        """Evaluate the processor's graph on one partition of *events*."""
+        traced, dataset = self._traced(events)
+        values = traced.evaluate(events)
+        meta = events.metadata or {}
+        where = f"{meta.get('filename')} [{meta.get('entrystart')}-{meta.get('entrystop')}]"
+        return DaskOutput({dataset: _DatasetResult(traced.structure, traced.specs, values, [where])})
+
+    def postprocess(self, accumulator: Any) -> Any:
+        """``{dataset: output}`` (the wrapped processor's ``postprocess`` is not called, as in coffea's
+        ``apply_to_fileset``)."""
+        return accumulator.result() if isinstance(accumulator, DaskOutput) else accumulator
