@@ -6,7 +6,6 @@ does not reopen every file. The cache is one JSON file per cache directory, writ
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -127,12 +126,15 @@ def _count_all(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) 
 
 
 def _split(num_entries: int, chunksize: int) -> list[tuple[int, int]]:
-    """Uniform partitions of at most *chunksize* entries (coffea's rule: equal sizes, no tiny tail)."""
+    """coffea's rule for splitting a file: ``n = max(round(N / chunksize), 1)`` partitions of
+    ``ceil(N / n)`` entries (the last one shorter), so a partition holds up to 1.5 × *chunksize* entries
+    and ``max_chunks`` selects the same events as coffea's ``maxchunks``. A file with no entries gives one
+    empty partition: the processor still runs on it (its cutflow keys exist, with 0), as in coffea."""
     if num_entries == 0:
-        return []
-    n = math.ceil(num_entries / chunksize)
-    edges = [round(i * num_entries / n) for i in range(n + 1)]
-    return list(itertools.pairwise(edges))
+        return [(0, 0)]
+    n = max(round(num_entries / chunksize), 1)
+    size = math.ceil(num_entries / n)
+    return [(start, min(start + size, num_entries)) for start in range(0, num_entries, size)]
 
 
 def plan_partitions(
@@ -145,10 +147,11 @@ def plan_partitions(
     skip_bad_files: bool = False,
     retries: int = 3,
 ) -> tuple[PartitionTable, list[FilesetError]]:
-    """Count entries (cached) and split every file into partitions of at most *chunksize* events.
+    """Count entries (cached) and split every file into partitions of about *chunksize* events.
 
-    Files missing from the cache are opened on the cluster through *client* (or here when it is None).
-    Every unreadable file is collected; unless *skip_bad_files*, one :class:`FilesetError` listing all of
+    Files are split by coffea's rule (:func:`_split`); a file given with ``steps`` (a fileset from
+    ``coffea.dataset_tools.preprocess``) is split at its steps and not opened here. Files missing from
+    the cache are opened on the cluster through *client* (or here when it is None). Every unreadable file is collected; unless *skip_bad_files*, one :class:`FilesetError` listing all of
     them is raised before anything is computed. *max_chunks* limits partitions per dataset (for tests).
 
     Returns the partition table and the list of skipped-file errors.
@@ -170,9 +173,10 @@ def plan_partitions(
 
     names = tuple(datasets)
     files = [(d, f.path, f.treename) for d, ds in enumerate(datasets.values()) for f in ds.files]
+    steps = [f.steps for ds in datasets.values() for f in ds.files]
     keys = [file_identity(path) for _, path, _ in files]
     keys = [None if k is None else f"{k}|{tree}" for k, (_, _, tree) in zip(keys, files, strict=True)]
-    todo = [i for i, k in enumerate(keys) if k is None or k not in cache]
+    todo = [i for i, k in enumerate(keys) if steps[i] is None and (k is None or k not in cache)]
     if todo:
         jobs = [(names[files[i][0]], files[i][1], files[i][2]) for i in todo]
         counted = _count_all(client, jobs, retries)
@@ -203,9 +207,9 @@ def plan_partitions(
     per_dataset = dict.fromkeys(range(len(names)), 0)
     for i, (d, _, _) in enumerate(files):
         n = entries.get(i, cache.get(keys[i]) if keys[i] is not None else None)
-        if not isinstance(n, int):
+        if steps[i] is None and not isinstance(n, int):
             continue
-        for a, b in _split(n, chunksize):
+        for a, b in _split(n, chunksize) if steps[i] is None else steps[i]:
             if max_chunks is not None and per_dataset[d] >= max_chunks:
                 break
             per_dataset[d] += 1
