@@ -66,7 +66,7 @@ class _LeafSpec:
     #: ``(concat, tree_node, finalize)`` of a dask-awkward reduction (:data:`_REDUCE` leaves).
     combine: tuple[Callable[..., Any], ...] = ()
     #: The collection's ``__dask_postcompute__`` ``(function, args)``, applied once at the end.
-    post: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+    post: tuple[Callable[..., Any], tuple[Any, ...]] = (operator.itemgetter(0), ())
 
 
 def _path_str(path: tuple[Any, ...]) -> str:
@@ -128,12 +128,10 @@ def _layer_kind(layer: Any) -> str:
     return type(layer).__name__
 
 
-def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any, Any]:
-    """How output *leaf* is evaluated: ``(spec, key to compute per partition, local post-compute)``.
+def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any]:
+    """How output *leaf* is evaluated: ``(spec, the graph key to compute per partition)``.
 
-    The local post-compute (a histogram's conversion to ``hist.Hist``) runs in the worker on each
-    partition's value; ``spec.post`` runs once on the combined value. Raises :class:`DaskModeError`
-    when the leaf's graph combines partitions other than in its final step, or in a final step whose
+    Raises :class:`DaskModeError` when the leaf's graph combines partitions other than in its final step, or in a final step whose
     combination is not known here.
     """
     from dask.blockwise import Blockwise
@@ -158,24 +156,33 @@ def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any, An
     post = leaf.__dask_postcompute__()
     if isinstance(final, AwkwardTreeReductionLayer):
         if type(final).__module__.startswith("dask_histogram"):  # fills of hist.dask: added
-            return _LeafSpec(path, _ADD), (final_name, 0), post
+            post = (_in_memory_histogram, (leaf._in_memory_type,))
+            return _LeafSpec(path, _ADD, post=post), (final_name, 0)
         combine = (final.concat_func, final.tree_node_func, final.finalize_func)
-        return _LeafSpec(path, _REDUCE, combine=combine, post=post), (final.name_input, 0), None
+        return _LeafSpec(path, _REDUCE, combine=combine, post=post), (final.name_input, 0)
     if isinstance(final, (AwkwardBlockwiseLayer, Blockwise)) and getattr(leaf, "npartitions", 0) == 1:
-        return _LeafSpec(path, _PARTS, post=post), (final_name, 0), None
+        return _LeafSpec(path, _PARTS, post=post), (final_name, 0)
     from dask_awkward.lib.structure import _numaxis0
 
     tasks = list(dict(final).values())
     task = tasks[0] if len(tasks) == 1 else None
     func = task[0] if isinstance(task, tuple) and task else getattr(task, "func", None)
     if func is _numaxis0:  # ak.num(events, axis=0): the partitions' counts, summed
-        return _LeafSpec(path, _ADD), (final_name, 0), None
+        return _LeafSpec(path, _ADD, post=post), (final_name, 0)
     msg = (
         f"{path} ends in step {final_name!r} ({type(final).__name__}), which combines partitions in a "
         "way distproc's dask mode cannot split; supported outputs are dask_awkward arrays, "
         "dask_awkward reductions over axis 0 or None, ak.num(events, axis=0) and hist.dask histograms"
     )
     raise DaskModeError(msg, output=path)
+
+
+def _in_memory_histogram(values: list[Any], cls: type) -> Any:
+    """What a ``hist.dask`` histogram's ``__dask_postcompute__`` does, without the collection itself."""
+    out = cls(values[0])
+    if hasattr(out, "_dask"):
+        del out._dask
+    return out
 
 
 def _execution_plan(collections: list[Any], keys: list[Any]) -> tuple[list[Any], dict[Any, int]]:
@@ -208,7 +215,6 @@ class _Traced:
     structure: Any
     specs: tuple[_LeafSpec, ...]
     keys: list[Any]
-    local_post: list[Any]
     nodes: list[Any]
     users: dict[Any, int]
     source: _BoundEvents
@@ -228,13 +234,7 @@ class _Traced:
                         del cache[dep]
         finally:
             self.source.local.events = None
-        values = []
-        for key, post, spec in zip(self.keys, self.local_post, self.specs, strict=True):
-            value = cache[key]
-            if post is not None:
-                value = post[0]([value], *post[1])
-            values.append([value] if spec.kind == _PARTS else value)
-        return values
+        return [[cache[k]] if s.kind == _PARTS else cache[k] for k, s in zip(self.keys, self.specs, strict=True)]
 
 
 def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
@@ -250,16 +250,15 @@ def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
     leaves: list[tuple[str, Any]] = []
     structure = _flatten(output, (), leaves)
     input_name = events.name
-    specs, keys, local_post, collections = [], [], [], []
+    specs, keys, collections = [], [], []
     constants = {}
     for i, (path, leaf) in enumerate(leaves):
         if input_name not in leaf.__dask_graph__().layers:
             constants[i] = leaf  # does not depend on the events: computed once, as dask.compute would
             continue
-        spec, key, post = _classify(path, leaf, input_name)
+        spec, key = _classify(path, leaf, input_name)
         specs.append(spec)
         keys.append(key)
-        local_post.append(post)
         collections.append(leaf)
     if constants:
         computed = dict(zip(constants, dask.compute(*constants.values(), scheduler="sync"), strict=True))
@@ -267,7 +266,7 @@ def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
         renumber = [computed[i] if i in computed else _Leaf(next(index)) for i in range(len(leaves))]
         structure = _unflatten(structure, renumber)
     nodes, users = _execution_plan(collections, keys) if collections else ([], {})
-    return _Traced(structure, tuple(specs), keys, local_post, nodes, users, source)
+    return _Traced(structure, tuple(specs), keys, nodes, users, source)
 
 
 @dataclass
@@ -288,12 +287,14 @@ def _combine(spec: _LeafSpec, a: Any, b: Any) -> Any:
 
 
 def _finish(spec: _LeafSpec, value: Any) -> Any:
+    """The leaf's computed value, as ``dask.compute`` gives it, from its combined partition values."""
     if spec.kind == _REDUCE:
         concat, _, finalize = spec.combine
         value = [finalize(concat([value]))]
-    if spec.post is not None:
-        return spec.post[0](value, *spec.post[1])
-    return value
+    elif spec.kind == _ADD:
+        value = [value]
+    function, args = spec.post
+    return function(value, *args)
 
 
 class DaskOutput:
