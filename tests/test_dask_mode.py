@@ -23,7 +23,7 @@ pytestmark = pytest.mark.cluster
 
 
 def _function(name):
-    """A plain function of tests/procs/dask_procs.py, imported as load_processor imports (pickled by value)."""
+    """A function of tests/procs/dask_procs.py, imported as load_processor imports (pickled by value)."""
     module = sys.modules[type(distproc.load_processor(f"{PROCS}:Ratio")).__module__]
     return getattr(module, name)
 

@@ -28,7 +28,6 @@ The result is what ``coffea.dataset_tools.apply_to_fileset`` + ``dask.compute`` 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import operator
@@ -131,8 +130,8 @@ def _layer_kind(layer: Any) -> str:
 def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any]:
     """How output *leaf* is evaluated: ``(spec, the graph key to compute per partition)``.
 
-    Raises :class:`DaskModeError` when the leaf's graph combines partitions other than in its final step, or in a final step whose
-    combination is not known here.
+    Raises :class:`DaskModeError` when the leaf's graph combines partitions other than in its final step,
+    or in a final step whose combination is not known here.
     """
     from dask.blockwise import Blockwise
     from dask_awkward.layers import AwkwardBlockwiseLayer, AwkwardInputLayer, AwkwardTreeReductionLayer
@@ -234,7 +233,8 @@ class _Traced:
                         del cache[dep]
         finally:
             self.source.local.events = None
-        return [[cache[k]] if s.kind == _PARTS else cache[k] for k, s in zip(self.keys, self.specs, strict=True)]
+        pairs = zip(self.keys, self.specs, strict=True)
+        return [[cache[key]] if spec.kind == _PARTS else cache[key] for key, spec in pairs]
 
 
 def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
@@ -328,7 +328,8 @@ class DaskOutput:
                     "be combined"
                 )
                 raise DaskModeError(msg, output=name)
-            mine.values = [_combine(s, a, b) for s, a, b in zip(mine.specs, mine.values, theirs.values)]
+            triples = zip(mine.specs, mine.values, theirs.values, strict=True)
+            mine.values = [_combine(spec, a, b) for spec, a, b in triples]
             mine.partitions.extend(theirs.partitions)
         return self
 
@@ -431,3 +432,72 @@ class DaskModeProcessor:
         """``{dataset: output}`` (the wrapped processor's ``postprocess`` is not called, as in coffea's
         ``apply_to_fileset``)."""
         return accumulator.result() if isinstance(accumulator, DaskOutput) else accumulator
+
+
+#: The error dask-awkward raises when a dak function (``dak.sum``, ``dak.flatten``...) gets concrete arrays.
+_DAK_ON_CONCRETE = "expects at least one Dask collection"
+
+
+def check_partition_output(output: Any) -> None:
+    """Raise :class:`DaskModeError` if a default-mode processor returned dask collections.
+
+    Such a processor is written for dask-awkward: its histograms were never filled (the fill is lazy) and
+    its ``dask_awkward`` results never computed, so adding them up would give a silently wrong answer.
+    """
+    leaves: list[tuple[str, Any]] = []
+    _flatten(output, (), leaves)
+    if leaves:
+        path, leaf = leaves[0]
+        msg = (
+            f"the processor returned a dask collection ({type(leaf).__module__}.{type(leaf).__name__} at "
+            f"{path}): it is written for dask-awkward (coffea's dask mode), and in distproc's default mode "
+            "it would return unfilled histograms. Run it with distproc.run(processor, fileset, "
+            "mode='dask') (YAML: mode: dask)"
+        )
+        raise DaskModeError(msg, output=path)
+
+
+def dask_written_error(err: BaseException) -> DaskModeError | None:
+    """The :class:`DaskModeError` to raise instead of *err* when *err* shows a default-mode processor
+    calling dask-awkward functions on concrete arrays, else None."""
+    if isinstance(err, TypeError) and _DAK_ON_CONCRETE in str(err):
+        msg = (
+            f"the processor calls dask-awkward functions (TypeError: {err}): it is written for "
+            "dask-awkward (coffea's dask mode). Run it with distproc.run(processor, fileset, mode='dask') "
+            "(YAML: mode: dask)"
+        )
+        return DaskModeError(msg)
+    return None
+
+
+def trace_on_client(processor: DaskModeProcessor, table: Any, *, schema: str, retries: int) -> None:
+    """Trace *processor* for the first partition's dataset here, before any task is sent, so that an
+    output dask mode cannot evaluate is one :class:`DaskModeError` rather than a failure per partition.
+
+    Any other exception is left to the partitions, which report it with their file and entry range.
+    """
+    from distproc.reading import partition_events
+
+    if not len(table):
+        return
+    part = table[0]
+    try:
+        events, file = partition_events(
+            part.file,
+            part.treename,
+            part.entry_start,
+            part.entry_start,
+            schema=schema,
+            metadata=table.dataset_metadata(0),
+            retries=retries,
+        )
+    except Exception:  # noqa: BLE001  (an unreadable file is reported by its partitions)
+        return
+    try:
+        processor._traced(events)
+    except DaskModeError:
+        raise
+    except Exception:  # noqa: BLE001  (reported by the partitions, with file and entry range)
+        return
+    finally:
+        file.close()

@@ -98,17 +98,30 @@ def _load_cache(path: Path) -> dict[str, int]:
     return data if isinstance(data, dict) else {}
 
 
-def _count(path: str, treename: str, dataset: str, retries: int) -> int | FilesetError:
-    """Entries of one file, or the error naming what is wrong with it (returned, not raised)."""
+def _exception_types(err: BaseException) -> frozenset[str]:
+    """The names of the types (with their bases) of *err* and of the exceptions that led to it."""
+    names: set[str] = set()
+    seen: BaseException | None = err
+    while seen is not None:
+        names.update(cls.__name__ for cls in type(seen).__mro__)
+        seen = seen.__cause__ or seen.__context__
+    return frozenset(names)
+
+
+def _count(path: str, treename: str, dataset: str, retries: int) -> int | tuple[FilesetError, frozenset[str]]:
+    """Entries of one file, or the error naming what is wrong with it and the names of its exception
+    types and causes' (returned, not raised: the causes do not survive pickling)."""
     try:
         return count_entries(path, treename, dataset, retries)
     except FilesetError as err:
-        return err
+        return err, _exception_types(err)
 
 
-def _count_all(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) -> list[int | FilesetError]:
+def _count_all(
+    client: Any, todo: Sequence[tuple[str, str, str]], retries: int
+) -> list[int | tuple[FilesetError, frozenset[str]]]:
     """Count entries of *todo* ``(dataset, path, tree)``: on the cluster in one graph, or here without
-    *client*. A file that cannot be read gives its :class:`FilesetError` in its place."""
+    *client*. A file that cannot be read gives its :class:`FilesetError` (and exception types) instead."""
     if client is None:
         return [_count(path, tree, ds, retries) for ds, path, tree in todo]
     token = uuid.uuid4().hex[:12]  # unique per call: a reused key would return an earlier run's count
@@ -127,7 +140,7 @@ def _count_all(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) 
 
 def _split(num_entries: int, chunksize: int) -> list[tuple[int, int]]:
     """coffea's rule for splitting a file: ``n = max(round(N / chunksize), 1)`` partitions of
-    ``ceil(N / n)`` entries (the last one shorter), so a partition holds up to 1.5 × *chunksize* entries
+    ``ceil(N / n)`` entries (the last one shorter), so a partition holds up to 1.5 times *chunksize* entries
     and ``max_chunks`` selects the same events as coffea's ``maxchunks``. A file with no entries gives one
     empty partition: the processor still runs on it (its cutflow keys exist, with 0), as in coffea."""
     if num_entries == 0:
@@ -144,15 +157,18 @@ def plan_partitions(
     client: Any = None,
     max_chunks: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    skip_bad_files: bool = False,
+    skip_bad_files: bool | Sequence[str] = False,
     retries: int = 3,
 ) -> tuple[PartitionTable, list[FilesetError]]:
     """Count entries (cached) and split every file into partitions of about *chunksize* events.
 
     Files are split by coffea's rule (:func:`_split`); a file given with ``steps`` (a fileset from
     ``coffea.dataset_tools.preprocess``) is split at its steps and not opened here. Files missing from
-    the cache are opened on the cluster through *client* (or here when it is None). Every unreadable file is collected; unless *skip_bad_files*, one :class:`FilesetError` listing all of
-    them is raised before anything is computed. *max_chunks* limits partitions per dataset (for tests).
+    the cache are opened on the cluster through *client* (or here when it is None). Every unreadable
+    file is collected; unless *skip_bad_files* (true, or a list of exception type names that the file's
+    error or one of its causes is an instance of, as coffea's ``skipbadfiles`` takes exception types),
+    one :class:`FilesetError` listing them is raised before anything is computed. *max_chunks* limits
+    partitions per dataset (taken in file order, as coffea's ``maxchunks``).
 
     Returns the partition table and the list of skipped-file errors.
 
@@ -190,16 +206,20 @@ def plan_partitions(
     else:
         entries = {}
 
-    errors = [n for n in entries.values() if isinstance(n, FilesetError)]
-    if len(errors) == 1 and not skip_bad_files:
-        raise errors[0]
-    if errors and not skip_bad_files:
-        listing = "\n".join(f"  - {e}".replace("\n", "\n    ") for e in errors)
+    bad = [n for n in entries.values() if isinstance(n, tuple)]
+    errors = [err for err, _ in bad]
+    skip = set(skip_bad_files) if isinstance(skip_bad_files, list | tuple) else None
+    fatal = [err for err, types in bad if not (skip_bad_files is True or (skip and skip & types))]
+    if len(fatal) == 1:
+        raise fatal[0]
+    if fatal:
+        listing = "\n".join(f"  - {e}".replace("\n", "\n    ") for e in fatal)
         msg = (
-            f"{len(errors)} input file(s) cannot be read:\n{listing}\n"
-            "Fix or remove them from the fileset, or pass skip_bad_files=True."
+            f"{len(fatal)} input file(s) cannot be read:\n{listing}\n"
+            "Fix or remove them from the fileset, or pass skip_bad_files=True (or a list of the "
+            "exception type names to skip)."
         )
-        raise FilesetError(msg, file=errors[0].file, dataset=errors[0].dataset, treename=errors[0].treename)
+        raise FilesetError(msg, file=fatal[0].file, dataset=fatal[0].dataset, treename=fatal[0].treename)
 
     file_index: list[int] = []
     starts: list[int] = []
