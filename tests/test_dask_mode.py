@@ -17,6 +17,7 @@ from coffea.nanoevents import BaseSchema, NanoAODSchema, PHYSLITESchema
 
 import distproc
 from distproc.exceptions import DaskModeError
+from distproc.samples import make_sample
 
 PROCS = Path(__file__).parent / "procs" / "dask_procs.py"
 pytestmark = pytest.mark.cluster
@@ -110,7 +111,7 @@ def test_physlite_equals_coffea(client, physlite, tmp_path):
 
 
 def test_base_schema_function_equals_coffea(client, tmp_path):
-    info = distproc.make_sample("ttbar", 3000, tmp_path / "data", events_per_file=1000, seed=3)
+    info = make_sample("ttbar", 3000, tmp_path / "data", events_per_file=1000, seed=3)
     fileset = _preprocess({"ttbar": {"files": {str(p): "Events" for p in info.files}}}, step_size=400)
     flat_jets = _function("flat_jets")
     theirs = _coffea(flat_jets, fileset, BaseSchema)
