@@ -27,6 +27,7 @@ it depends less than wall time on what else runs on the machine.
     python benchmarks/throughput.py --profile              # + pyinstrument of one distproc partition
     python benchmarks/throughput.py --ablation             # + distproc with its worker optimisations off
     python benchmarks/throughput.py --tls-cost             # + distproc on a plain-TCP cluster: TLS/plain
+    python benchmarks/throughput.py --dask                 # only the dask-mode comparison (below)
 
 distproc's cluster uses TLS with the run's certificate (its default); ``--tls-cost`` adds a row
 **plain**, the same run on a second local cluster started with ``security=False``, interleaved with the
@@ -35,6 +36,13 @@ round on a shared machine, it also measures the CPU time per task of 3000 trivia
 (what TLS adds to every task's messages) and scales that to the run's tasks.
 
 The last line reads ``distproc/coffea=X.XX distproc/floor=Y.YY``.
+
+``--dask`` runs only the dask-awkward comparison: the same analysis written as a coffea dask-mode user
+writes it (:class:`CoffeaDaskHT`: ``dask_awkward`` and ``hist.dask``), on the same files preprocessed once
+by ``coffea.dataset_tools.preprocess`` (steps of ``--chunksize``), run by coffea (``apply_to_fileset`` +
+``dask.compute``) and by ``distproc.run(..., mode="dask")``, both on one LocalCluster of ``--workers``
+single-threaded workers, interleaved ``--rounds`` times; the histograms are compared bin by bin. Its last
+line reads ``dask distproc/coffea=X.XX``.
 """
 
 from __future__ import annotations
@@ -132,6 +140,89 @@ class DistprocHT(distproc.Processor):
         selected = ak.sum(good, axis=1) >= 4
         ht = ak.sum(pt[good], axis=1)
         return {"ht": fill_varied(ht_hist(), ht=ht[selected], weight=events.genWeight)}
+
+
+# --- the same analysis as a coffea dask-mode user writes it ---------------------------------------------
+class CoffeaDaskHT(ProcessorABC):
+    """The analysis on ``dask_awkward`` arrays with a ``hist.dask`` histogram (coffea's dask mode): the
+    scale factor is looked up with ``ak.where`` over the bin edges (``np.digitize`` does not take dask
+    arrays)."""
+
+    def process(self, events):
+        import hist.dask as hda
+
+        jets = events.Jet
+        h = (
+            hda.Hist.new.StrCat(list(SF), name="variation")
+            .Reg(60, 0.0, 1500.0, name="ht", label="HT [GeV]")
+            .Weight()
+        )
+        for variation, sf in SF.items():
+            factor = jets.pt * 0.0 + sf[0]
+            for edge, value in zip(BINS, sf[1:], strict=True):
+                factor = ak.where(jets.pt >= edge, value, factor)
+            pt = jets.pt * factor
+            good = (pt > 25) & (abs(jets.eta) < 2.4)
+            selected = ak.sum(good, axis=1) >= 4
+            ht = ak.sum(pt[good], axis=1)
+            h.fill(variation=variation, ht=ht[selected], weight=events.genWeight[selected])
+        return {"ht": h}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+def dask_comparison(args: argparse.Namespace) -> None:
+    """coffea's dask path vs distproc's dask mode on the same preprocessed files (``--dask``)."""
+    import dask
+    from coffea.dataset_tools import apply_to_fileset, preprocess
+    from coffea.nanoevents import NanoAODSchema
+
+    info = ensure_sample("ttbar", args.events, args.files)
+    with distproc_local_client(args.workers) as client:
+        client.run(_warm_up, 0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # coffea suggests its pydantic fileset API for plain dicts
+            runnable, _ = preprocess(
+                {"ttbar": {"files": {p: "Events" for p in info.files}}},
+                step_size=args.chunksize,
+                save_form=False,
+            )
+        nparts = sum(len(f["steps"]) for f in runnable["ttbar"]["files"].values())
+        print(
+            f"dask mode: {info.events:,} ttbar events, {len(info.files)} files, {nparts} steps of about "
+            f"{args.chunksize:,} events, {args.workers} workers; {load_line()}",
+            flush=True,
+        )
+        timer = Timer(list(client.run(os.getpid).values()))
+
+        def coffea_run() -> Any:
+            (out,) = dask.compute(apply_to_fileset(CoffeaDaskHT(), runnable, schemaclass=NanoAODSchema))
+            return out["ttbar"]["ht"]
+
+        def distproc_run() -> Any:
+            result = distproc.run(CoffeaDaskHT(), runnable, cluster=client, mode="dask", progress=False)
+            assert not result.partial, result.report.failures
+            return result.output["ttbar"]["ht"]
+
+        runs = {"coffea": coffea_run, "distproc": distproc_run}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        outputs: dict[str, Any] = {}
+        for r in range(args.rounds):
+            for name, fn in runs.items():
+                outputs[name], wall, _ = timer(fn)
+                times[name].append(wall)
+            print(
+                f"dask round {r + 1}: "
+                + "  ".join(
+                    f"{k} {v[-1]:6.2f} s {info.events / v[-1] / 1e6:5.2f} M ev/s" for k, v in times.items()
+                )
+                + f"  [{load_line()}]",
+                flush=True,
+            )
+    print("dask mode distproc vs coffea: " + histogram_check(outputs["distproc"], outputs["coffea"]))
+    ratio = statistics.median(times["coffea"]) / statistics.median(times["distproc"])
+    print(f"dask distproc/coffea={ratio:.2f}")
 
 
 # --- the I/O floor -------------------------------------------------------------------------------------
@@ -359,8 +450,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tls-cost", action="store_true", help="also run distproc on a plain-TCP cluster: TLS/plain"
     )
+    parser.add_argument("--dask", action="store_true", help="only the dask-mode comparison with coffea")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
+    if args.dask:
+        dask_comparison(args)
+        return
 
     info = ensure_sample("ttbar", args.events, args.files)
     parts = partitions(info.files, args.chunksize)
