@@ -22,6 +22,7 @@ __all__ = (
     "ClusterError",
     "ConfigError",
     "CorrectionNotFoundError",
+    "DaskModeError",
     "DistprocError",
     "DuplicateVariationError",
     "FilesetError",
@@ -170,9 +171,8 @@ class DaskModeError(DistprocError, TypeError):
     the default mode, or an output of a dask-mode run that cannot be split into partitions."""
 
     def __init__(self, message: str, *, output: str | None = None) -> None:
-        super().__init__(message)
-        self._keep(message, output=output)
         self.output = output
+        super().__init__(message)
 
 
 class ProcessorLoadError(DistprocError, ImportError):
