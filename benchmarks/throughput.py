@@ -207,11 +207,13 @@ def dask_comparison(args: argparse.Namespace) -> None:
 
         runs = {"coffea": coffea_run, "distproc": distproc_run}
         times: dict[str, list[float]] = {k: [] for k in runs}
+        cpus: dict[str, list[float]] = {k: [] for k in runs}
         outputs: dict[str, Any] = {}
         for r in range(args.rounds):
             for name, fn in runs.items():
-                outputs[name], wall, _ = timer(fn)
+                outputs[name], wall, cpu = timer(fn)
                 times[name].append(wall)
+                cpus[name].append(float(cpu.sum()))
             print(
                 f"dask round {r + 1}: "
                 + "  ".join(
@@ -221,6 +223,12 @@ def dask_comparison(args: argparse.Namespace) -> None:
                 flush=True,
             )
     print("dask mode distproc vs coffea: " + histogram_check(outputs["distproc"], outputs["coffea"]))
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    print(
+        "CPU seconds per run, workers + this process (less load-dependent than wall time): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+        + f"; dask cpu distproc/coffea={cpu['coffea'] / cpu['distproc']:.2f}"
+    )
     ratio = statistics.median(times["coffea"]) / statistics.median(times["distproc"])
     print(f"dask distproc/coffea={ratio:.2f}")
 
