@@ -90,3 +90,15 @@ class DelayedSum(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class LazyFill(processor.ProcessorABC):
+    """hist.dask filled with concrete arrays (plain awkward): in the default mode the fill stays lazy."""
+
+    def process(self, events):
+        h = hda.Hist.new.Reg(20, 0, 200, name="pt").Double()
+        h.fill(pt=ak.flatten(events.Muon.pt))
+        return {"pt": h, "events": len(events)}
+
+    def postprocess(self, accumulator):
+        return accumulator
