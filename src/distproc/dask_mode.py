@@ -444,10 +444,9 @@ def check_partition_output(output: Any) -> None:
     Such a processor is written for dask-awkward: its histograms were never filled (the fill is lazy) and
     its ``dask_awkward`` results never computed, so adding them up would give a silently wrong answer.
     """
-    leaves: list[tuple[str, Any]] = []
-    _flatten(output, (), leaves)
-    if leaves:
-        path, leaf = leaves[0]
+    found = _first_collection(output, ())
+    if found is not None:
+        path, leaf = found
         msg = (
             f"the processor returned a dask collection ({type(leaf).__module__}.{type(leaf).__name__} at "
             f"{path}): it is written for dask-awkward (coffea's dask mode), and in distproc's default mode "
@@ -455,6 +454,23 @@ def check_partition_output(output: Any) -> None:
             "mode='dask') (YAML: mode: dask)"
         )
         raise DaskModeError(msg, output=path)
+
+
+def _first_collection(obj: Any, path: tuple[Any, ...]) -> tuple[str, Any] | None:
+    """``(path, collection)`` of the first dask collection in *obj* (dicts, lists, tuples), or None."""
+    import dask
+
+    if dask.is_dask_collection(obj):
+        return _path_str(path), obj
+    if isinstance(obj, Mapping):
+        items: Any = obj.items()
+    else:
+        items = enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for key, value in items:
+        found = _first_collection(value, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def dask_written_error(err: BaseException) -> DaskModeError | None:
