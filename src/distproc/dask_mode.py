@@ -72,11 +72,15 @@ def _path_str(path: tuple[Any, ...]) -> str:
     return "output" + "".join(f"[{p!r}]" for p in path)
 
 
+def _is_collection(obj: Any) -> bool:
+    """Whether *obj* is a dask collection, by its type: a ``hist.dask`` histogram with fills staged from
+    concrete arrays raises when asked for its graph (what ``dask.is_dask_collection`` does)."""
+    return callable(getattr(type(obj), "__dask_graph__", None))
+
+
 def _flatten(obj: Any, path: tuple[Any, ...], leaves: list[tuple[str, Any]]) -> Any:
     """*obj* with every dask collection replaced by a :class:`_Leaf`; the collections go to *leaves*."""
-    import dask
-
-    if dask.is_dask_collection(obj):
+    if _is_collection(obj):
         leaves.append((_path_str(path), obj))
         return _Leaf(len(leaves) - 1)
     if isinstance(obj, Mapping):
@@ -458,9 +462,7 @@ def check_partition_output(output: Any) -> None:
 
 def _first_collection(obj: Any, path: tuple[Any, ...]) -> tuple[str, Any] | None:
     """``(path, collection)`` of the first dask collection in *obj* (dicts, lists, tuples), or None."""
-    import dask
-
-    if dask.is_dask_collection(obj):
+    if _is_collection(obj):
         return _path_str(path), obj
     if isinstance(obj, Mapping):
         items: Any = obj.items()
