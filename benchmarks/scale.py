@@ -274,7 +274,7 @@ def pickle_child(framework: str, d: int, f: int, k: int) -> None:
         from distproc.partitioning import plan_partitions
 
         if framework == "dask":
-            from distproc.dask_mode import DaskModeProcessor
+            from distproc.engine.dask_mode import DaskModeProcessor
 
             job = normalize_fileset(json.loads(coffea_prep_path(d, f).read_text()))
             processor: Any = DaskModeProcessor(coffea_processor(k))

@@ -85,6 +85,8 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
         console.print(f"[red]FAILED[/red] {failure.describe()}")
     for skipped in report.skipped_files:
         console.print(f"[red]SKIPPED[/red] {skipped}")
+    for conflict in report.output_conflicts:
+        console.print(f"[red]NOT ADDED[/red] {conflict}")
     state = "[red]PARTIAL[/red] " if result.partial else ""
     console.print(f"{state}outputs written to {output_dir}/ (histograms.root, output.pkl, report.json)")
 

@@ -32,11 +32,12 @@ import hashlib
 import json
 import operator
 import threading
-from collections import OrderedDict
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from distproc.engine.state import current_state
 from distproc.exceptions import DaskModeError
 
 __all__ = ("DaskModeProcessor",)
@@ -381,48 +382,36 @@ class DaskModeProcessor:
             msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
             raise TypeError(msg)
         self.processor = processor
-        self._traces: OrderedDict[tuple[Any, ...], _Traced] = OrderedDict()
-        self._forms: dict[tuple[str, str], tuple[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"processor": self.processor}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["processor"])
+        #: Keys this wrapper's traces in a worker's run state (the client's default state is shared).
+        self.token = uuid.uuid4().hex[:12]
 
     def _form(self, events: Any, meta: Mapping[str, Any]) -> tuple[str, Any]:
-        """``(hash, form)`` of the events' form, without the per-partition metadata (cached per file)."""
-        key = (str(meta.get("filename")), str(meta.get("treename")))
-        cached = self._forms.get(key)
-        if cached is None:
+        """``(hash, form)`` of the events' form, without the per-partition metadata (once per file)."""
+
+        def build() -> tuple[str, Any]:
             form = events.layout.form
-            parameters = {k: v for k, v in form.parameters.items() if k != "metadata"}
-            form = form.copy(parameters=parameters)
-            digest = hashlib.sha1(json.dumps(form.to_dict(), sort_keys=True).encode()).hexdigest()
-            cached = self._forms[key] = (digest, form)
-        return cached
+            form = form.copy(parameters={k: v for k, v in form.parameters.items() if k != "metadata"})
+            return hashlib.sha1(json.dumps(form.to_dict(), sort_keys=True).encode()).hexdigest(), form
+
+        key = (self.token, str(meta.get("filename")), str(meta.get("treename")))
+        return current_state().cached("dask-form", key, build)
 
     def _traced(self, events: Any) -> tuple[_Traced, str]:
+        """The trace for the events' dataset and form: built once per run and worker process."""
         import awkward as ak
 
         meta = dict(events.metadata or {})
         dataset = str(meta.get("dataset", ""))
         digest, form = self._form(events, meta)
         trace_meta = {k: v for k, v in meta.items() if k not in _PARTITION_KEYS}
-        key = (dataset, digest)
-        with self._lock:
-            traced = self._traces.get(key)
-            if traced is not None:
-                self._traces.move_to_end(key)
-                return traced, dataset
-            form = form.copy(parameters={**form.parameters, "metadata": trace_meta})
-            typetracer = ak.typetracer.typetracer_from_form(form, highlevel=True, behavior=events.behavior)
-            process = getattr(self.processor, "process", self.processor)
-            traced = self._traces[key] = _trace(process, typetracer)
-            while len(self._traces) > _MAX_TRACES:
-                self._traces.popitem(last=False)
-        return traced, dataset
+
+        def build() -> _Traced:
+            typed = form.copy(parameters={**form.parameters, "metadata": trace_meta})
+            meta_array = ak.typetracer.typetracer_from_form(typed, highlevel=True, behavior=events.behavior)
+            return _trace(getattr(self.processor, "process", self.processor), meta_array)
+
+        key = (self.token, dataset, digest)
+        return current_state().cached("dask-trace", key, build, limit=_MAX_TRACES), dataset
 
     def process(self, events: Any) -> DaskOutput:
         """Evaluate the processor's graph on one partition of *events*."""
