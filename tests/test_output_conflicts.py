@@ -36,7 +36,7 @@ def test_unaddable_output_is_named_and_the_rest_is_kept(
     assert conflict.startswith(f"{key} cannot be added")
     assert reason in conflict
     assert "nano_dy.root" in conflict
-    assert "nano_tt.root" in conflict
+    assert "nano_tt_v12.root" in conflict
     saved = distproc.load(distproc.save(result, tmp_path / "out"))
     assert saved.output["events"] == 240
     assert saved.report.output_conflicts == result.report.output_conflicts

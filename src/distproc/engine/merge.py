@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = ("OutputConflict", "add_outputs", "pop_conflicts")
 
 
@@ -51,9 +53,8 @@ def _add(a: Any, b: Any, path: tuple[Any, ...], ids: tuple[list[int], list[int]]
         for key in b:
             out[key] = _add(a[key], b[key], (*path, key), ids) if key in a else copy.deepcopy(b[key])
         return out
-    shape_a, shape_b = getattr(a, "shape", None), getattr(b, "shape", None)
-    if isinstance(shape_a, tuple) and isinstance(shape_b, tuple) and shape_a != shape_b:
-        reason = f"arrays of shapes {shape_a} and {shape_b}"
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape != b.shape:  # would broadcast
+        reason = f"arrays of shapes {a.shape} and {b.shape}"
         return OutputConflict(_path(path), reason, [*ids[0], *ids[1]])
     try:
         return add(a, b)
