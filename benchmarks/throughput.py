@@ -84,13 +84,20 @@ SF = {
 }
 
 
-def ht_hist() -> hist.Hist:
-    """The output histogram: variation x HT, weighted."""
+def ht_hist(cls: type = hist.Hist) -> hist.Hist:
+    """The output histogram: variation x HT, weighted (*cls*: ``hist.Hist`` or ``hist.dask.Hist``)."""
     return (
-        hist.Hist.new.StrCat(list(SF), name="variation")
-        .Reg(60, 0.0, 1500.0, name="ht", label="HT [GeV]")
-        .Weight()
+        cls.new.StrCat(list(SF), name="variation").Reg(60, 0.0, 1500.0, name="ht", label="HT [GeV]").Weight()
     )
+
+
+def fill_ht(h: Any, variation: str, pt: Any, eta: Any, weight: Any) -> None:
+    """Events with at least 4 jets of pT > 25 GeV and |eta| < 2.4: their HT, weighted (awkward arrays and
+    ``hist.Hist``, or dask-awkward arrays and ``hist.dask.Hist``)."""
+    good = (pt > 25) & (abs(eta) < 2.4)
+    selected = ak.sum(good, axis=1) >= 4
+    ht = ak.sum(pt[good], axis=1)
+    h.fill(variation=variation, ht=ht[selected], weight=weight[selected])
 
 
 # --- coffea, as a coffea user writes it ----------------------------------------------------------------
@@ -104,10 +111,7 @@ class CoffeaHT(ProcessorABC):
             pt = jets.pt
             flat = ak.flatten(pt)
             pt = pt * ak.unflatten(sf[np.digitize(flat, BINS)], ak.num(pt))
-            good = (pt > 25) & (abs(jets.eta) < 2.4)
-            selected = ak.sum(good, axis=1) >= 4
-            ht = ak.sum(pt[good], axis=1)
-            h.fill(variation=variation, ht=ht[selected], weight=events.genWeight[selected])
+            fill_ht(h, variation, pt, jets.eta, events.genWeight)
         return {"ht": h}
 
     def postprocess(self, accumulator):
@@ -152,20 +156,12 @@ class CoffeaDaskHT(ProcessorABC):
         import hist.dask as hda
 
         jets = events.Jet
-        h = (
-            hda.Hist.new.StrCat(list(SF), name="variation")
-            .Reg(60, 0.0, 1500.0, name="ht", label="HT [GeV]")
-            .Weight()
-        )
+        h = ht_hist(hda.Hist)
         for variation, sf in SF.items():
             factor = jets.pt * 0.0 + sf[0]
             for edge, value in zip(BINS, sf[1:], strict=True):
                 factor = ak.where(jets.pt >= edge, value, factor)
-            pt = jets.pt * factor
-            good = (pt > 25) & (abs(jets.eta) < 2.4)
-            selected = ak.sum(good, axis=1) >= 4
-            ht = ak.sum(pt[good], axis=1)
-            h.fill(variation=variation, ht=ht[selected], weight=events.genWeight[selected])
+            fill_ht(h, variation, jets.pt * factor, jets.eta, events.genWeight)
         return {"ht": h}
 
     def postprocess(self, accumulator):
@@ -206,24 +202,11 @@ def dask_comparison(args: argparse.Namespace) -> None:
             return result.output["ttbar"]["ht"]
 
         runs = {"coffea": coffea_run, "distproc": distproc_run}
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        cpus: dict[str, list[float]] = {k: [] for k in runs}
-        outputs: dict[str, Any] = {}
-        for r in range(args.rounds):
-            for name, fn in runs.items():
-                outputs[name], wall, cpu = timer(fn)
-                times[name].append(wall)
-                cpus[name].append(float(cpu.sum()))
-            print(
-                f"dask round {r + 1}: "
-                + "  ".join(
-                    f"{k} {v[-1]:6.2f} s {info.events / v[-1] / 1e6:5.2f} M ev/s" for k, v in times.items()
-                )
-                + f"  [{load_line()}]",
-                flush=True,
-            )
+        outputs, times, cpus = interleaved(
+            runs, dict.fromkeys(runs, timer), args.rounds, info.events, "dask round"
+        )
     print("dask mode distproc vs coffea: " + histogram_check(outputs["distproc"], outputs["coffea"]))
-    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    cpu = {k: statistics.median(float(c.sum()) for c in v) for k, v in cpus.items()}
     print(
         "CPU seconds per run, workers + this process (less load-dependent than wall time): "
         + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
@@ -381,6 +364,28 @@ def messaging_cpu_per_task(clients: dict[str, Any], tasks: int = 3000, rounds: i
     return {name: statistics.median(values) for name, values in per_task.items()}
 
 
+def interleaved(
+    runs: dict[str, Any], timers: dict[str, Timer], rounds: int, events: int, label: str = "round"
+) -> tuple[dict[str, Any], dict[str, list[float]], dict[str, list[np.ndarray]]]:
+    """Each of *runs* once per round, in turn, timed by its timer; returns the last outputs, the wall
+    times and the CPU times, and prints each round."""
+    outputs: dict[str, Any] = {}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    cpus: dict[str, list[np.ndarray]] = {k: [] for k in runs}
+    for r in range(rounds):
+        for name, fn in runs.items():
+            outputs[name], wall, cpu = timers[name](fn)
+            times[name].append(wall)
+            cpus[name].append(cpu)
+        print(
+            f"{label} {r + 1}: "
+            + "  ".join(f"{k} {v[-1]:6.2f} s {events / v[-1] / 1e6:5.2f} M ev/s" for k, v in times.items())
+            + f"  [{load_line()}]",
+            flush=True,
+        )
+    return outputs, times, cpus
+
+
 #: distproc's worker-side optimisations that ``--ablation`` turns off one at a time, each through its
 #: documented switch: an environment variable of the workers or a run option (README, "Worker tuning").
 SWITCHES = {
@@ -476,10 +481,6 @@ def main(argv: list[str] | None = None) -> None:
         profile_partition(parts)
 
     pools = start_pools(args.workers)
-    times: dict[str, list[float]] = {"floor": [], "coffea": [], "distproc": [], "engine": []}
-    if args.tls_cost:
-        times["plain"] = []
-    cpus: dict[str, list[np.ndarray]] = {k: [] for k in times}
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(distproc_local_client(args.workers))
@@ -514,20 +515,7 @@ def main(argv: list[str] | None = None) -> None:
             timers["plain"] = Timer(list(plain.run(os.getpid).values()))
             runs["plain"] = lambda: run_distproc(plain, info.files, args.chunksize)
             messaging = messaging_cpu_per_task({"distproc": client, "plain": plain})
-        outputs: dict[str, Any] = {}
-        for r in range(args.rounds):
-            for name, fn in runs.items():
-                outputs[name], wall, cpu = timers[name](fn)
-                times[name].append(wall)
-                cpus[name].append(cpu)
-            print(
-                f"round {r + 1}: "
-                + "  ".join(
-                    f"{k} {v[-1]:6.2f} s {events / v[-1] / 1e6:5.2f} M ev/s" for k, v in times.items()
-                )
-                + f"  [{load_line()}]",
-                flush=True,
-            )
+        outputs, times, cpus = interleaved(runs, timers, args.rounds, events)
     for pool, _, _ in pools.values():
         pool.shutdown()
     if args.ablation:
