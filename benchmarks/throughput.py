@@ -241,7 +241,7 @@ def _floor_read(path: str, start: int, stop: int) -> int:
 
 
 def partitions(files: list[str], chunksize: int) -> list[tuple[str, int, int]]:
-    """The partitions distproc plans (same rule as coffea: equal sizes of at most *chunksize*)."""
+    """The partitions distproc plans (coffea's rule: :func:`distproc.partitioning._split`)."""
     import uproot
 
     from distproc.partitioning import _split
