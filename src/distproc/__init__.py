@@ -33,6 +33,7 @@ from distproc.engine import run
 from distproc.exceptions import (
     ClusterError,
     ConfigError,
+    DaskModeError,
     DistprocError,
     FilesetError,
     InferenceError,
@@ -63,6 +64,7 @@ __all__ = (
     "ClusterError",
     "ConfigError",
     "Correction",
+    "DaskModeError",
     "DistprocError",
     "FilesetError",
     "InferenceError",
