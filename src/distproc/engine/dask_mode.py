@@ -128,10 +128,6 @@ class _BoundEvents:
         return self.local.events
 
 
-def _layer_kind(layer: Any) -> str:
-    return type(layer).__name__
-
-
 def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any]:
     """How output *leaf* is evaluated: ``(spec, the graph key to compute per partition)``.
 
