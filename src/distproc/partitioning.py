@@ -190,7 +190,8 @@ def plan_partitions(
     names = tuple(datasets)
     files = [(d, f.path, f.treename) for d, ds in enumerate(datasets.values()) for f in ds.files]
     steps = [f.steps for ds in datasets.values() for f in ds.files]
-    keys = [file_identity(path) for _, path, _ in files]
+    # a file with steps is neither counted nor looked up (no stat: it may be remote)
+    keys = [None if s is not None else file_identity(p) for (_, p, _), s in zip(files, steps, strict=True)]
     keys = [None if k is None else f"{k}|{tree}" for k, (_, _, tree) in zip(keys, files, strict=True)]
     todo = [i for i, k in enumerate(keys) if steps[i] is None and (k is None or k not in cache)]
     if todo:
