@@ -226,3 +226,12 @@ def test_yaml_mode_dask_through_the_cli(nano_dy, tmp_path):
 
     with uproot.open(tmp_path / "out" / "histograms.root") as f:
         np.testing.assert_allclose(f["dy/muon_pt/dy"].values(), result.output["dy"]["muon_pt"].values()[0])
+
+
+def test_a_scheduler_address_is_enough(client, nano_dy, tmp_path):
+    """Dask mode needs only a distributed Client: the ``address`` back-end (any scheduler) runs it."""
+    fileset = {"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}}}
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    result = _run(proc, fileset, tmp_path, cluster=client.scheduler.address)
+    assert result.output["dy"]["cutflow"]["all"] == 40
+    assert "tcp://" in result.report.cluster
