@@ -160,3 +160,8 @@ def test_bad_steps_name_the_file(nano_dy, steps):
     with pytest.raises(FilesetError, match="'steps' must be a list of") as err:
         normalize_fileset({"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": steps}}}})
     assert err.value.file == str(nano_dy)
+
+
+def test_a_processor_that_is_neither_is_refused(nano_dy):
+    with pytest.raises(distproc.ConfigError, match="must have a process"):
+        distproc.run(42, {"dy": [str(nano_dy)]})

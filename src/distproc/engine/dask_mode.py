@@ -373,10 +373,6 @@ class DaskModeProcessor:
     """
 
     def __init__(self, processor: Any) -> None:
-        process = getattr(processor, "process", processor)
-        if not callable(process):
-            msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
-            raise TypeError(msg)
         self.processor = processor
         #: Keys this wrapper's traces in a worker's run state (the client's default state is shared).
         self.token = uuid.uuid4().hex[:12]

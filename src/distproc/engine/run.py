@@ -19,7 +19,7 @@ from distproc.engine.graph import build_graph
 from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
 from distproc.engine.worker import Partial
-from distproc.exceptions import DaskModeError
+from distproc.exceptions import ConfigError, DaskModeError
 from distproc.fileset import normalize_fileset
 from distproc.partitioning import PartitionTable, plan_partitions
 from distproc.progress import track
@@ -120,11 +120,11 @@ def run(
         local_reads=local_reads,
         mode=mode,
     )
+    if not callable(getattr(processor, "process", processor)):
+        msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
+        raise ConfigError(msg, key="processor")
     if opts["mode"] == "dask":
         processor = DaskModeProcessor(processor)
-    elif not callable(getattr(processor, "process", processor)):
-        msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
-        raise TypeError(msg)
     datasets = normalize_fileset(fileset, treename=opts["treename"], base_dir=base_dir)
     from distproc.reading import schema_class
 
