@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from coffea.dataset_tools import apply_to_fileset, preprocess
 from coffea.nanoevents import BaseSchema, NanoAODSchema, PHYSLITESchema
+from distributed import Client, LocalCluster
 
 import distproc
 from distproc.exceptions import DaskModeError
@@ -125,7 +126,6 @@ def test_only_touched_branches_are_read(nano_dy, tmp_path, monkeypatch):
     dask-awkward's column optimisation finds necessary for coffea's own graph, and no other."""
     import dask_awkward as dak
     import uproot
-    from distributed import Client, LocalCluster
 
     read: set[str] = set()
     original = uproot.behaviors.TBranch.TBranch.array
@@ -137,7 +137,7 @@ def test_only_touched_branches_are_read(nano_dy, tmp_path, monkeypatch):
     monkeypatch.setattr(uproot.behaviors.TBranch.TBranch, "array", recording_array)
     fileset = _preprocess({"dy": {"files": {str(nano_dy): "Events"}}}, step_size=20)
     proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as c:
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cl, Client(cl) as c:
         result = _run(proc, fileset, tmp_path, cluster=c)
     assert not result.partial
     with warnings.catch_warnings():
@@ -235,3 +235,22 @@ def test_a_scheduler_address_is_enough(client, nano_dy, tmp_path):
     result = _run(proc, fileset, tmp_path, cluster=client.scheduler.address)
     assert result.output["dy"]["cutflow"]["all"] == 40
     assert "tcp://" in result.report.cluster
+
+
+@pytest.mark.parametrize(("read_dataset", "traces"), [(False, 1), (True, 3)])
+def test_one_trace_per_form_unless_the_metadata_read_differs(client, nano_dy, tmp_path, read_dataset, traces):
+    """Three datasets of the same file: a processor that reads no metadata is traced once per worker
+    (plus once on the client), one that reads the dataset name once per dataset; results as coffea's."""
+    steps = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    fileset = {name: {"files": steps, "metadata": {"xsec": 1.0}} for name in ("a", "b", "c")}
+    log = tmp_path / "traces.log"
+    proc = distproc.load_processor(f"{PROCS}:CountedTraces", {"log": str(log), "read_dataset": read_dataset})
+    theirs = _coffea(proc, fileset, NanoAODSchema)
+    log.unlink()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
+        result = _run(proc, fileset, tmp_path, cluster=c)
+    assert_same(result.output, theirs)
+    assert len(log.read_text().splitlines()) == 1 + traces

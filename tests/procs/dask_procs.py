@@ -102,3 +102,23 @@ class LazyFill(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class CountedTraces(processor.ProcessorABC):
+    """Muon counts; each call of process() (one per trace) appends a line to *log*. Reads the dataset
+    name from the metadata only if *read_dataset*."""
+
+    def __init__(self, log, read_dataset=False):
+        self.log = log
+        self.read_dataset = read_dataset
+
+    def process(self, events):
+        with open(self.log, "a") as f:
+            f.write("trace\n")
+        out = {"muons": dak.sum(ak.num(events.Muon, axis=1)), "n": ak.num(events, axis=0)}
+        if self.read_dataset:
+            out["dataset"] = events.metadata["dataset"]
+        return out
+
+    def postprocess(self, accumulator):
+        return accumulator

@@ -218,6 +218,8 @@ class _Traced:
     nodes: list[Any]
     users: dict[Any, int]
     source: _BoundEvents
+    #: True once a partition was evaluated with it (only then may another dataset reuse it).
+    verified: bool = False
 
     def evaluate(self, events: Any) -> list[Any]:
         """The per-partition value of every leaf, for the concrete *events* of one partition."""
@@ -351,8 +353,100 @@ def _few(partitions: list[str]) -> str:
     return ", ".join(partitions[:3]) + (f" and {len(partitions) - 3} more" if len(partitions) > 3 else "")
 
 
-#: Traces kept per worker process (each holds a graph and a typetracer of the events' form).
+#: Traces kept per form and run in a worker process (each holds a graph and a typetracer of the form).
 _MAX_TRACES = 64
+_MISSING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two metadata values are the same (type and value; an uncomparable pair is not)."""
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001  (arrays and other values without a plain truth value)
+        return False
+
+
+class _RecordedMetadata(Mapping):
+    """The ``events.metadata`` a trace sees: it records what the processor reads, so that the trace is
+    reused for another dataset only where those values are the same (most processors read the dataset
+    name; a processor that reads nothing is traced once per form).
+
+    Reading it after the trace (a graph holding the mapping itself reads it while evaluating) marks the
+    trace as never to be shared, and raises if it already was: such a graph would see the first
+    dataset's metadata.
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+        self.reads: dict[Any, Any] = {}
+        self.whole = False
+        self.traced = False
+        self.late = False
+        self.shared = False
+
+    def _used(self) -> None:
+        if self.traced:
+            self.late = True
+            if self.shared:
+                msg = (
+                    "the processor's graph reads events.metadata while it is evaluated (it holds the "
+                    "mapping itself), so its trace cannot serve several datasets; read the metadata "
+                    "in process() instead"
+                )
+                raise DaskModeError(msg)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._used()
+        self.reads[key] = self._data.get(key, _MISSING)
+        return self._data[key]
+
+    def __iter__(self) -> Any:
+        self._used()
+        self.whole = True
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._used()
+        self.whole = True
+        return len(self._data)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A copy (or pickle) is a plain dict of everything: the processor took the whole mapping."""
+        self._used()
+        self.whole = True
+        return (dict, (self._data,))
+
+    def matches(self, meta: Mapping[str, Any]) -> bool:
+        """Whether *meta* gives what this trace read the same values."""
+        if self.late:
+            return False
+        if self.whole:
+            return set(meta) == set(self._data) and all(_same(meta[k], v) for k, v in self._data.items())
+        return all(_same(meta.get(k, _MISSING), v) for k, v in self.reads.items())
+
+
+class _Traces:
+    """The traces of one form in one run's worker state, with the metadata each was traced with."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: list[tuple[str, _RecordedMetadata, _Traced]] = []
+
+    def find(self, dataset: str, meta: Mapping[str, Any]) -> _Traced | None:
+        """The dataset's own trace, else a verified one whose metadata reads match *meta*."""
+        for name, _, traced in self.entries:
+            if name == dataset:
+                return traced
+        for _, recorded, traced in self.entries:
+            if traced.verified and recorded.matches(meta):
+                recorded.shared = True
+                self.entries.append((dataset, recorded, traced))
+                return traced
+        return None
+
+    def add(self, dataset: str, recorded: _RecordedMetadata, traced: _Traced) -> None:
+        self.entries.append((dataset, recorded, traced))
+        del self.entries[: -_MAX_TRACES * 4]
 
 
 class DaskModeProcessor:
@@ -389,26 +483,31 @@ class DaskModeProcessor:
         return current_state().cached("dask-form", key, build)
 
     def _traced(self, events: Any) -> tuple[_Traced, str]:
-        """The trace for the events' dataset and form: built once per run and worker process."""
+        """The trace for the events' dataset and form: built once per run and worker process, and reused
+        for another dataset of the same form when the metadata it read has the same values there."""
         import awkward as ak
 
         meta = dict(events.metadata or {})
         dataset = str(meta.get("dataset", ""))
         digest, form = self._form(events, meta)
         trace_meta = {k: v for k, v in meta.items() if k not in _PARTITION_KEYS}
-
-        def build() -> _Traced:
-            typed = form.copy(parameters={**form.parameters, "metadata": trace_meta})
-            meta_array = ak.typetracer.typetracer_from_form(typed, highlevel=True, behavior=events.behavior)
-            return _trace(getattr(self.processor, "process", self.processor), meta_array)
-
-        key = (self.token, dataset, digest)
-        return current_state().cached("dask-trace", key, build, limit=_MAX_TRACES), dataset
+        traces = current_state().cached("dask-traces", (self.token, digest), _Traces)
+        with traces.lock:
+            traced = traces.find(dataset, trace_meta)
+            if traced is None:
+                recorded = _RecordedMetadata(trace_meta)
+                typed = form.copy(parameters={**form.parameters, "metadata": recorded})
+                array = ak.typetracer.typetracer_from_form(typed, highlevel=True, behavior=events.behavior)
+                traced = _trace(getattr(self.processor, "process", self.processor), array)
+                recorded.traced = True
+                traces.add(dataset, recorded, traced)
+        return traced, dataset
 
     def process(self, events: Any) -> DaskOutput:
         """Evaluate the processor's graph on one partition of *events*."""
         traced, dataset = self._traced(events)
         values = traced.evaluate(events)
+        traced.verified = True  # evaluated once: a read of the metadata while evaluating would show now
         meta = events.metadata or {}
         where = f"{meta.get('filename')} [{meta.get('entrystart')}-{meta.get('entrystop')}]"
         return DaskOutput({dataset: _DatasetResult(traced.structure, traced.specs, values, [where])})
