@@ -254,3 +254,13 @@ def test_one_trace_per_form_unless_the_metadata_read_differs(client, nano_dy, tm
         result = _run(proc, fileset, tmp_path, cluster=c)
     assert_same(result.output, theirs)
     assert len(log.read_text().splitlines()) == 1 + traces
+
+
+def test_metadata_read_inside_the_graph_is_per_dataset(client, nano_dy, tmp_path):
+    steps = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    fileset = {name: {"files": steps, "metadata": {"xsec": x}} for name, x in (("a", 1.0), ("b", 2.0))}
+    proc = distproc.load_processor(f"{PROCS}:ScaledByXsec")
+    theirs = _coffea(proc, fileset, NanoAODSchema)
+    result = _run(proc, fileset, tmp_path, cluster=client)
+    assert_same(result.output, theirs)
+    assert result.output["b"]["sumw"] == pytest.approx(2 * result.output["a"]["sumw"], rel=1e-6)

@@ -122,3 +122,15 @@ class CountedTraces(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class ScaledByXsec(processor.ProcessorABC):
+    """The metadata read inside a function the graph calls on every partition (a closure)."""
+
+    def process(self, events):
+        meta = events.metadata
+        weight = dak.map_partitions(lambda w: w * meta["xsec"], events.genWeight)
+        return {"sumw": dak.sum(weight)}
+
+    def postprocess(self, accumulator):
+        return accumulator
