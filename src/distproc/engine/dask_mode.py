@@ -4,8 +4,10 @@ A processor written for coffea 2024's dask mode builds a graph: ``process(events
 ``dask_awkward.Array`` and returns ``hist.dask`` histograms, ``dask_awkward`` arrays and scalars. coffea
 then traces and optimises that graph once per dataset on the client and ships every task with the
 NanoEvents behaviour in it. Here the processor is wrapped (:class:`DaskModeProcessor`) so that the engine
-runs it like any other: in each worker, ``process`` is called once per dataset and file form on a
-one-partition ``dask_awkward.Array`` of typetracer events (:func:`_trace`), which builds the user's graph;
+runs it like any other: in each worker, ``process`` is called on a one-partition ``dask_awkward.Array``
+of typetracer events (:func:`_trace`), which builds the user's graph, once per file form and run — and
+again for another dataset only where the metadata the processor read has other values there
+(:class:`_RecordedMetadata`);
 each partition task then evaluates that graph on its own partition's events (virtual NanoEvents, so only
 the branches the graph touches are read — dask-awkward's column optimisation, by construction), and the
 outputs are combined across partitions by the engine's tree reduction exactly as dask would combine them:
@@ -453,9 +455,10 @@ class DaskModeProcessor:
     """Runs a coffea dask-mode processor (or a function of a ``dask_awkward.Array``) in the engine.
 
     ``process(events)`` takes one partition's concrete NanoEvents, traces the wrapped processor on the
-    events' form once per dataset and form in this process, evaluates the traced graph on the events
-    and returns a :class:`DaskOutput`; ``postprocess`` turns the reduced output into
-    ``{dataset: output}``, as ``apply_to_fileset`` + ``dask.compute`` give.
+    events' form (once per form, again per dataset only where the metadata it read differs) in this
+    process, evaluates the traced graph on the events and returns a :class:`DaskOutput`;
+    ``postprocess`` turns the reduced output into ``{dataset: output}``, as ``apply_to_fileset`` +
+    ``dask.compute`` give.
 
     Examples
     --------
