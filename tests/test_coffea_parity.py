@@ -155,7 +155,7 @@ def test_preprocessed_fileset_steps_are_the_partitions(nano_dy, nano_tt, tmp_pat
     )
 
 
-@pytest.mark.parametrize("steps", [[[0, 10], [10]], [[5, 2]], "0-10", [[-1, 3]], [[0, True]]])
+@pytest.mark.parametrize("steps", [[[0, 10], [10]], [[5, 2]], "0-10", [[-1, 3]], [[0, True]], []])
 def test_bad_steps_name_the_file(nano_dy, steps):
     with pytest.raises(FilesetError, match="'steps' must be a list of") as err:
         normalize_fileset({"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": steps}}}})

@@ -7,14 +7,15 @@ Accepts coffea's fileset dictionary unchanged::
      "data": ["run2018/*.root"]}
 
 A dataset's ``files`` is a mapping path → tree name (or → ``{"object_path": name, ...}`` as written by
-coffea's dataset tools), or a list of paths using the default tree name. A fileset written by
-``coffea.dataset_tools.preprocess`` is accepted as it is: each file's ``steps`` (``[[start, stop], ...]``)
-become its partitions, and the dataset's ``form``/``compressed_form`` is not needed (the form is read from
-the files). Paths are local paths, globs
+coffea's dataset tools), or a list of paths using the default tree name. Paths are local paths, globs
 (``*``, ``?``, ``[...]``, ``**``) or remote URLs such as ``root://host:port//path``. Relative paths resolve
 against ``base_dir`` (the directory of the YAML file that named them). Inputs may be ROOT files, Parquet
 files, or a distproc column manifest (``manifest.json`` or its directory, written by a
 :class:`~distproc.columns.ColumnWriter`), which stands for the files it lists.
+
+A fileset written by ``coffea.dataset_tools.preprocess`` is accepted as it is: each file's ``steps``
+(``[[start, stop], ...]``) become its partitions, and the dataset's ``form``/``compressed_form`` is not
+needed (the form is read from the files).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def _steps_of(name: str, path: str, steps: Any) -> tuple[tuple[int, int], ...] |
     """A file's ``steps`` (coffea's preprocessed partitions) validated: ``[[start, stop], ...]``."""
     if steps is None:
         return None
-    if isinstance(steps, str) or not isinstance(steps, Sequence) or not all(map(_is_step, steps)):
+    listed = isinstance(steps, Sequence) and not isinstance(steps, str) and len(steps) > 0
+    if not listed or not all(map(_is_step, steps)):
         msg = f"'steps' must be a list of [start, stop] entry pairs, 0 <= start <= stop; got {steps!r:.80}"
         raise FilesetError(msg, dataset=name, file=path)
     return tuple((int(a), int(b)) for a, b in steps)
