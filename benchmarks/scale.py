@@ -24,6 +24,7 @@ task pickled alone is shown too.
     python benchmarks/scale.py --coffea-configs 10x25x0          # coffea only on these
     python benchmarks/scale.py --profile 100x25x10               # pyinstrument of distproc's client
     python benchmarks/scale.py --full-run                        # only the full run below
+    python benchmarks/scale.py --dask                            # dask-mode jobs only (see below)
 
 The last line reads ``scale first_task_s=X rss_mb=Y`` for distproc's D=100, F=25, K=10 job.
 
@@ -36,6 +37,11 @@ client in a fresh process with the progress bar on. It reports the scheduler's C
 workers', the client's peak RSS, and the time from the last partition task's end (its compute stop, from a
 scheduler plugin) to ``distproc.run`` returning. Its last line reads
 ``scale full_run scheduler_ms_per_partition=X client_rss_mb=Y``.
+
+``--dask`` runs only the dask-mode jobs (``--dask-configs``): coffea's dask-mode processor above, unchanged,
+through ``distproc.run(..., mode="dask")`` on the fileset coffea's ``preprocess`` wrote (so both start from
+the same steps; distproc opens nothing to plan). Its last line reads ``scale dask first_task_s=X
+rss_mb=Y`` for the D=100, F=25, K=10 job.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ CHUNK = 1000
 PARTS_PER_FILE = 4
 DEFAULT_CONFIGS = "10x25x0,10x25x10,100x25x0,100x25x10,1000x1x0,1000x1x10"
 DEFAULT_COFFEA = "10x25x0,10x25x10,100x25x10,1000x1x0"
+DEFAULT_DASK = "100x25x10,1000x1x0,1000x1x10"
 #: The client process is stopped once the first task started and this many finished.
 DONE_TO_STOP = 4
 
@@ -158,7 +165,8 @@ def coffea_prep_path(d: int, f: int) -> Path:
 
 
 def prepare(framework: str, d: int, f: int, client: Any) -> None:
-    """Preprocess once (cached on disk): distproc's entry counts, coffea's runnable fileset."""
+    """Preprocess once (cached on disk): distproc's entry counts, coffea's runnable fileset (also the
+    input of the dask-mode jobs)."""
     if framework == "distproc":
         from distproc.fileset import normalize_fileset
         from distproc.partitioning import plan_partitions
@@ -208,6 +216,7 @@ def child(framework: str, d: int, f: int, k: int, address: str, profile: str | N
         from coffea.dataset_tools import apply_to_fileset
         from coffea.nanoevents import NanoAODSchema
 
+    if framework in ("coffea", "dask"):
         runnable = json.loads(coffea_prep_path(d, f).read_text())
     else:
         files = fileset(d, f)
@@ -233,6 +242,8 @@ def child(framework: str, d: int, f: int, k: int, address: str, profile: str | N
     if framework == "coffea":
         out = apply_to_fileset(coffea_processor(k), runnable, schemaclass=NanoAODSchema)
         dask.compute(out)
+    elif framework == "dask":
+        distproc.run(coffea_processor(k), runnable, cluster=client, mode="dask", progress=False)
     else:
         distproc.run(
             DistprocScale(k), files, cluster=client, chunksize=CHUNK, cache_dir=str(CACHE_DIR), progress=False
@@ -262,8 +273,15 @@ def pickle_child(framework: str, d: int, f: int, k: int) -> None:
         from distproc.fileset import normalize_fileset
         from distproc.partitioning import plan_partitions
 
-        table, _ = plan_partitions(normalize_fileset(fileset(d, f)), chunksize=CHUNK, cache_dir=CACHE_DIR)
-        tasks, _, _ = build_graph(DistprocScale(k), table, schema="nanoaod", retries=3, split_every=8)
+        if framework == "dask":
+            from distproc.engine.dask_mode import DaskModeProcessor
+
+            job = normalize_fileset(json.loads(coffea_prep_path(d, f).read_text()))
+            processor: Any = DaskModeProcessor(coffea_processor(k))
+        else:
+            job, processor = normalize_fileset(fileset(d, f)), DistprocScale(k)
+        table, _ = plan_partitions(job, chunksize=CHUNK, cache_dir=CACHE_DIR)
+        tasks, _, _ = build_graph(processor, table, schema="nanoaod", retries=3, split_every=8)
         graph = HighLevelGraph.from_collections(id(tasks), tasks, dependencies=())
     header, frames = serialize(ToPickle(graph), on_error="raise")
     total = sum(len(x) for x in frames) + len(pickle.dumps(header))
@@ -583,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:
         "--repeat", type=int, default=3, help="distproc runs per job (median time, highest RSS)"
     )
     parser.add_argument("--profile", default="", help="DxFxK: pyinstrument distproc's client on that job")
+    parser.add_argument("--dask", action="store_true", help="only the dask-mode jobs (--dask-configs)")
+    parser.add_argument("--dask-configs", default=DEFAULT_DASK, help="dask-mode jobs, DxFxK,...")
     parser.add_argument("--child", nargs=2, metavar=("FRAMEWORK", "DxFxK"), help=argparse.SUPPRESS)
     parser.add_argument("--pickle", nargs=2, metavar=("FRAMEWORK", "DxFxK"), help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
@@ -610,6 +630,8 @@ def main(argv: list[str] | None = None) -> None:
 
     jobs = [("distproc", c) for c in parse_configs(args.configs)]
     jobs += [("coffea", c) for c in parse_configs(args.coffea_configs)]
+    if args.dask:
+        jobs = [("dask", c) for c in parse_configs(args.dask_configs)]
     profile_config = tuple(parse_configs(args.profile)[0]) if args.profile else None
     print(f"{load_line()}; {CHUNK} events per partition, {PARTS_PER_FILE} partitions per file", flush=True)
     results = []
@@ -636,7 +658,7 @@ def main(argv: list[str] | None = None) -> None:
                     scheduler,
                     profile if i == 0 else None,
                 )
-                for i in range(args.repeat if framework == "distproc" else 1)
+                for i in range(args.repeat if framework != "coffea" else 1)
             ]
             row = _median_row(rows)
             row.update(sizes)
@@ -664,6 +686,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     if main_row is not None:
         print(f"scale first_task_s={main_row['first_task_s']:.2f} rss_mb={main_row['peak_rss_mib']:.0f}")
+    _print_dask_line(results)
+
+
+def _print_dask_line(results: list[dict[str, Any]]) -> None:
+    """The last line of ``--dask``: the D=100, F=25, K=10 dask-mode job."""
+    row = next((r for r in results if r["framework"] == "dask" and r["config"] == (100, 25, 10)), None)
+    if row is not None:
+        print(f"scale dask first_task_s={row['first_task_s']:.2f} rss_mb={row['peak_rss_mib']:.0f}")
 
 
 def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:

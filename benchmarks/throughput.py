@@ -27,6 +27,7 @@ it depends less than wall time on what else runs on the machine.
     python benchmarks/throughput.py --profile              # + pyinstrument of one distproc partition
     python benchmarks/throughput.py --ablation             # + distproc with its worker optimisations off
     python benchmarks/throughput.py --tls-cost             # + distproc on a plain-TCP cluster: TLS/plain
+    python benchmarks/throughput.py --dask                 # only the dask-mode comparison (below)
 
 distproc's cluster uses TLS with the run's certificate (its default); ``--tls-cost`` adds a row
 **plain**, the same run on a second local cluster started with ``security=False``, interleaved with the
@@ -35,6 +36,13 @@ round on a shared machine, it also measures the CPU time per task of 3000 trivia
 (what TLS adds to every task's messages) and scales that to the run's tasks.
 
 The last line reads ``distproc/coffea=X.XX distproc/floor=Y.YY``.
+
+``--dask`` runs only the dask-awkward comparison: the same analysis written as a coffea dask-mode user
+writes it (:class:`CoffeaDaskHT`: ``dask_awkward`` and ``hist.dask``), on the same files preprocessed once
+by ``coffea.dataset_tools.preprocess`` (steps of ``--chunksize``), run by coffea (``apply_to_fileset`` +
+``dask.compute``) and by ``distproc.run(..., mode="dask")``, both on one LocalCluster of ``--workers``
+single-threaded workers, interleaved ``--rounds`` times; the histograms are compared bin by bin. Its last
+line reads ``dask distproc/coffea=X.XX``.
 """
 
 from __future__ import annotations
@@ -76,13 +84,20 @@ SF = {
 }
 
 
-def ht_hist() -> hist.Hist:
-    """The output histogram: variation x HT, weighted."""
+def ht_hist(cls: type = hist.Hist) -> hist.Hist:
+    """The output histogram: variation x HT, weighted (*cls*: ``hist.Hist`` or ``hist.dask.Hist``)."""
     return (
-        hist.Hist.new.StrCat(list(SF), name="variation")
-        .Reg(60, 0.0, 1500.0, name="ht", label="HT [GeV]")
-        .Weight()
+        cls.new.StrCat(list(SF), name="variation").Reg(60, 0.0, 1500.0, name="ht", label="HT [GeV]").Weight()
     )
+
+
+def fill_ht(h: Any, variation: str, pt: Any, eta: Any, weight: Any) -> None:
+    """Events with at least 4 jets of pT > 25 GeV and |eta| < 2.4: their HT, weighted (awkward arrays and
+    ``hist.Hist``, or dask-awkward arrays and ``hist.dask.Hist``)."""
+    good = (pt > 25) & (abs(eta) < 2.4)
+    selected = ak.sum(good, axis=1) >= 4
+    ht = ak.sum(pt[good], axis=1)
+    h.fill(variation=variation, ht=ht[selected], weight=weight[selected])
 
 
 # --- coffea, as a coffea user writes it ----------------------------------------------------------------
@@ -96,10 +111,7 @@ class CoffeaHT(ProcessorABC):
             pt = jets.pt
             flat = ak.flatten(pt)
             pt = pt * ak.unflatten(sf[np.digitize(flat, BINS)], ak.num(pt))
-            good = (pt > 25) & (abs(jets.eta) < 2.4)
-            selected = ak.sum(good, axis=1) >= 4
-            ht = ak.sum(pt[good], axis=1)
-            h.fill(variation=variation, ht=ht[selected], weight=events.genWeight[selected])
+            fill_ht(h, variation, pt, jets.eta, events.genWeight)
         return {"ht": h}
 
     def postprocess(self, accumulator):
@@ -134,6 +146,76 @@ class DistprocHT(distproc.Processor):
         return {"ht": fill_varied(ht_hist(), ht=ht[selected], weight=events.genWeight)}
 
 
+# --- the same analysis as a coffea dask-mode user writes it ---------------------------------------------
+class CoffeaDaskHT(ProcessorABC):
+    """The analysis on ``dask_awkward`` arrays with a ``hist.dask`` histogram (coffea's dask mode): the
+    scale factor is looked up with ``ak.where`` over the bin edges (``np.digitize`` does not take dask
+    arrays)."""
+
+    def process(self, events):
+        import hist.dask as hda
+
+        jets = events.Jet
+        h = ht_hist(hda.Hist)
+        for variation, sf in SF.items():
+            factor = jets.pt * 0.0 + sf[0]
+            for edge, value in zip(BINS, sf[1:], strict=True):
+                factor = ak.where(jets.pt >= edge, value, factor)
+            fill_ht(h, variation, jets.pt * factor, jets.eta, events.genWeight)
+        return {"ht": h}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+def dask_comparison(args: argparse.Namespace) -> None:
+    """coffea's dask path vs distproc's dask mode on the same preprocessed files (``--dask``)."""
+    import dask
+    from coffea.dataset_tools import apply_to_fileset, preprocess
+    from coffea.nanoevents import NanoAODSchema
+
+    info = ensure_sample("ttbar", args.events, args.files)
+    with distproc_local_client(args.workers) as client:
+        client.run(_warm_up, 0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # coffea suggests its pydantic fileset API for plain dicts
+            runnable, _ = preprocess(
+                {"ttbar": {"files": {p: "Events" for p in info.files}}},
+                step_size=args.chunksize,
+                save_form=False,
+            )
+        nparts = sum(len(f["steps"]) for f in runnable["ttbar"]["files"].values())
+        print(
+            f"dask mode: {info.events:,} ttbar events, {len(info.files)} files, {nparts} steps of about "
+            f"{args.chunksize:,} events, {args.workers} workers; {load_line()}",
+            flush=True,
+        )
+        timer = Timer(list(client.run(os.getpid).values()))
+
+        def coffea_run() -> Any:
+            (out,) = dask.compute(apply_to_fileset(CoffeaDaskHT(), runnable, schemaclass=NanoAODSchema))
+            return out["ttbar"]["ht"]
+
+        def distproc_run() -> Any:
+            result = distproc.run(CoffeaDaskHT(), runnable, cluster=client, mode="dask", progress=False)
+            assert not result.partial, result.report.failures
+            return result.output["ttbar"]["ht"]
+
+        runs = {"coffea": coffea_run, "distproc": distproc_run}
+        outputs, times, cpus = interleaved(
+            runs, dict.fromkeys(runs, timer), args.rounds, info.events, "dask round"
+        )
+    print("dask mode distproc vs coffea: " + histogram_check(outputs["distproc"], outputs["coffea"]))
+    cpu = {k: statistics.median(float(c.sum()) for c in v) for k, v in cpus.items()}
+    print(
+        "CPU seconds per run, workers + this process (less load-dependent than wall time): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+        + f"; dask cpu distproc/coffea={cpu['coffea'] / cpu['distproc']:.2f}"
+    )
+    ratio = statistics.median(times["coffea"]) / statistics.median(times["distproc"])
+    print(f"dask distproc/coffea={ratio:.2f}")
+
+
 # --- the I/O floor -------------------------------------------------------------------------------------
 def _warm_up(seconds: float) -> int:
     """Import the readers in a pool process and stay busy long enough that every process gets one.
@@ -159,7 +241,7 @@ def _floor_read(path: str, start: int, stop: int) -> int:
 
 
 def partitions(files: list[str], chunksize: int) -> list[tuple[str, int, int]]:
-    """The partitions distproc plans (same rule as coffea: equal sizes of at most *chunksize*)."""
+    """The partitions distproc plans (coffea's rule: :func:`distproc.partitioning._split`)."""
     import uproot
 
     from distproc.partitioning import _split
@@ -282,6 +364,28 @@ def messaging_cpu_per_task(clients: dict[str, Any], tasks: int = 3000, rounds: i
     return {name: statistics.median(values) for name, values in per_task.items()}
 
 
+def interleaved(
+    runs: dict[str, Any], timers: dict[str, Timer], rounds: int, events: int, label: str = "round"
+) -> tuple[dict[str, Any], dict[str, list[float]], dict[str, list[np.ndarray]]]:
+    """Each of *runs* once per round, in turn, timed by its timer; returns the last outputs, the wall
+    times and the CPU times, and prints each round."""
+    outputs: dict[str, Any] = {}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    cpus: dict[str, list[np.ndarray]] = {k: [] for k in runs}
+    for r in range(rounds):
+        for name, fn in runs.items():
+            outputs[name], wall, cpu = timers[name](fn)
+            times[name].append(wall)
+            cpus[name].append(cpu)
+        print(
+            f"{label} {r + 1}: "
+            + "  ".join(f"{k} {v[-1]:6.2f} s {events / v[-1] / 1e6:5.2f} M ev/s" for k, v in times.items())
+            + f"  [{load_line()}]",
+            flush=True,
+        )
+    return outputs, times, cpus
+
+
 #: distproc's worker-side optimisations that ``--ablation`` turns off one at a time, each through its
 #: documented switch: an environment variable of the workers or a run option (README, "Worker tuning").
 SWITCHES = {
@@ -359,8 +463,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tls-cost", action="store_true", help="also run distproc on a plain-TCP cluster: TLS/plain"
     )
+    parser.add_argument("--dask", action="store_true", help="only the dask-mode comparison with coffea")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
+    if args.dask:
+        dask_comparison(args)
+        return
 
     info = ensure_sample("ttbar", args.events, args.files)
     parts = partitions(info.files, args.chunksize)
@@ -373,10 +481,6 @@ def main(argv: list[str] | None = None) -> None:
         profile_partition(parts)
 
     pools = start_pools(args.workers)
-    times: dict[str, list[float]] = {"floor": [], "coffea": [], "distproc": [], "engine": []}
-    if args.tls_cost:
-        times["plain"] = []
-    cpus: dict[str, list[np.ndarray]] = {k: [] for k in times}
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(distproc_local_client(args.workers))
@@ -411,20 +515,7 @@ def main(argv: list[str] | None = None) -> None:
             timers["plain"] = Timer(list(plain.run(os.getpid).values()))
             runs["plain"] = lambda: run_distproc(plain, info.files, args.chunksize)
             messaging = messaging_cpu_per_task({"distproc": client, "plain": plain})
-        outputs: dict[str, Any] = {}
-        for r in range(args.rounds):
-            for name, fn in runs.items():
-                outputs[name], wall, cpu = timers[name](fn)
-                times[name].append(wall)
-                cpus[name].append(cpu)
-            print(
-                f"round {r + 1}: "
-                + "  ".join(
-                    f"{k} {v[-1]:6.2f} s {events / v[-1] / 1e6:5.2f} M ev/s" for k, v in times.items()
-                )
-                + f"  [{load_line()}]",
-                flush=True,
-            )
+        outputs, times, cpus = interleaved(runs, timers, args.rounds, events)
     for pool, _, _ in pools.values():
         pool.shutdown()
     if args.ablation:

@@ -161,6 +161,8 @@ def test_cli_partial_run_exits_non_zero_and_saves(nano_tt, tmp_path):
         ("processor: a.py:A\nfileset: {a: [x.root]}\ncluster: 5\n", "cluster must be"),
         ("- just\n- a list\n", "must be a YAML mapping"),
         ("processor: [unclosed\n", "not valid YAML"),
+        ("processor: a.py:A\nfileset: {a: [x.root]}\nmode: dsak\n", "not be 'dsak'. Did you mean 'dask'"),
+        ("processor: a.py:A\nfileset: {a: [x.root]}\nskip_bad_files: [3]\n", "list of exception type names"),
     ],
 )
 def test_yaml_unknown_keys_and_wrong_types(tmp_path, text, match):

@@ -7,6 +7,7 @@ EXPECTED = (
     "ClusterError",
     "ConfigError",
     "Correction",
+    "DaskModeError",
     "DistprocError",
     "FilesetError",
     "InferenceError",

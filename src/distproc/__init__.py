@@ -1,10 +1,29 @@
-"""distproc: run Coffea-style processors over dask-awkward partitions of ROOT files on any Dask cluster.
+"""distproc: run Coffea-style processors over partitions of ROOT files on any Dask cluster.
+
+Two modes. In the default partition mode, ``process(events)`` receives one partition (an entry range of
+one file) as coffea NanoEvents, concrete awkward arrays read lazily, and returns an addable accumulator;
+the outputs are added on the workers, as coffea's ``processor.Runner`` does. In dask mode
+(``mode="dask"``), an unchanged coffea dask-awkward processor (``process`` receives a
+``dask_awkward.Array`` and returns ``hist.dask`` histograms and ``dask_awkward`` results) runs over the
+same partitions, and the output is what ``coffea.dataset_tools.apply_to_fileset`` + ``dask.compute``
+give, ``{dataset: output}``. Use the partition mode for new code, the dask mode for processors written
+for coffea's dask path.
 
 Examples
 --------
 >>> import distproc
 >>> result = distproc.run(MyProcessor(), {"ttbar": ["ttbar_*.root"]}, workers=2)  # doctest: +SKIP
 >>> distproc.save(result, "out")  # doctest: +SKIP
+
+A coffea dask-mode processor, unchanged:
+
+>>> import dask_awkward as dak, hist.dask as hda
+>>> def muon_pt(events):
+...     h = hda.Hist.new.Reg(20, 0, 200, name="pt").Double()
+...     h.fill(pt=dak.flatten(events.Muon.pt))
+...     return {"pt": h, "muons": dak.sum(dak.num(events.Muon, axis=1))}
+>>> result = distproc.run(muon_pt, {"dy": ["nano_dy.root"]}, mode="dask")  # doctest: +SKIP
+>>> result.output["dy"]["muons"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,6 +33,7 @@ from distproc.engine import run
 from distproc.exceptions import (
     ClusterError,
     ConfigError,
+    DaskModeError,
     DistprocError,
     FilesetError,
     InferenceError,
@@ -44,6 +64,7 @@ __all__ = (
     "ClusterError",
     "ConfigError",
     "Correction",
+    "DaskModeError",
     "DistprocError",
     "FilesetError",
     "InferenceError",

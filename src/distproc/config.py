@@ -36,15 +36,16 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "treename": (str,),
     "split_every": (int,),
     "retries": (int,),
-    "skip_bad_files": (bool,),
+    "skip_bad_files": (bool, list),
     "cache_dir": (str, type(None)),
     "progress": (bool, type(None)),
     "open_files": (int,),
     "local_reads": (str,),
+    "mode": (str,),
 }
 _MINIMUM = {"chunksize": 1, "max_chunks": 1, "split_every": 2, "retries": 0, "open_files": 0}
 #: Options with a fixed set of values.
-_CHOICES = {"local_reads": ("thread", "fsspec")}
+_CHOICES = {"local_reads": ("thread", "fsspec"), "mode": ("partition", "dask")}
 #: Keys of a run YAML besides the run options.
 _RUN_KEYS = {"processor", "fileset", "cluster", "output"}
 
@@ -61,6 +62,9 @@ def _check(key: str, value: Any, source: str | None) -> Any:
     if not ok:
         names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
         msg = f"{key} must be {names}, got {value!r} ({type(value).__name__})"
+        raise ConfigError(msg, key=key, source=source)
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        msg = f"{key} must be a list of exception type names (strings), got {value!r}"
         raise ConfigError(msg, key=key, source=source)
     if key in _MINIMUM and value is not None and value < _MINIMUM[key]:
         msg = f"{key} must be at least {_MINIMUM[key]}, got {value!r}"

@@ -22,6 +22,7 @@ __all__ = (
     "ClusterError",
     "ConfigError",
     "CorrectionNotFoundError",
+    "DaskModeError",
     "DistprocError",
     "DuplicateVariationError",
     "FilesetError",
@@ -163,6 +164,15 @@ class PartitionError(DistprocError, RuntimeError):
             f"{message}\n    in partition entries {entry_start}-{entry_stop} of tree {treename!r}"
             f"\n    in file {file}\n    of dataset {dataset!r}"
         )
+
+
+class DaskModeError(DistprocError, TypeError):
+    """A processor's dask-awkward output cannot be evaluated as asked: a dask-awkward processor run in
+    the default mode, or an output of a dask-mode run that cannot be split into partitions."""
+
+    def __init__(self, message: str, *, output: str | None = None) -> None:
+        self.output = output
+        super().__init__(message)
 
 
 class ProcessorLoadError(DistprocError, ImportError):

@@ -12,6 +12,10 @@ coffea's dataset tools), or a list of paths using the default tree name. Paths a
 against ``base_dir`` (the directory of the YAML file that named them). Inputs may be ROOT files, Parquet
 files, or a distproc column manifest (``manifest.json`` or its directory, written by a
 :class:`~distproc.columns.ColumnWriter`), which stands for the files it lists.
+
+A fileset written by ``coffea.dataset_tools.preprocess`` is accepted as it is: each file's ``steps``
+(``[[start, stop], ...]``) become its partitions, and the dataset's ``form``/``compressed_form`` is not
+needed (the form is read from the files).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import glob
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +34,18 @@ from distproc.exceptions import FilesetError
 
 __all__ = ("Dataset", "FileSpec", "normalize_fileset")
 
-_DATASET_KEYS = {"files", "metadata", "treename"}
+#: ``form``, ``compressed_form``, ``format`` and ``did`` are what ``coffea.dataset_tools.preprocess`` adds.
+_DATASET_KEYS = {"files", "metadata", "treename", "form", "compressed_form", "format", "did"}
 _GLOB_CHARS = set("*?[")
 
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One input file: its path or URL and the tree to read."""
+    """One input file: its path or URL, the tree to read and, if given, its partitions (``steps``)."""
 
     path: str
     treename: str
+    steps: tuple[tuple[int, int], ...] | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -75,23 +82,45 @@ def _expand(pattern: str, base_dir: Path | None, dataset: str, treename: str) ->
     return [path]
 
 
-def _files_of(name: str, files: Any, treename: str) -> list[tuple[str, str]]:
+def _is_step(step: Any) -> bool:
+    return (
+        isinstance(step, Sequence)
+        and len(step) == 2
+        and all(isinstance(x, Integral) and not isinstance(x, bool) for x in step)
+        and 0 <= step[0] <= step[1]
+    )
+
+
+def _steps_of(name: str, path: str, steps: Any) -> tuple[tuple[int, int], ...] | None:
+    """A file's ``steps`` (coffea's preprocessed partitions) validated: ``[[start, stop], ...]``."""
+    if steps is None:
+        return None
+    listed = isinstance(steps, Sequence) and not isinstance(steps, str) and len(steps) > 0
+    if not listed or not all(map(_is_step, steps)):
+        msg = f"'steps' must be a list of [start, stop] entry pairs, 0 <= start <= stop; got {steps!r:.80}"
+        raise FilesetError(msg, dataset=name, file=path)
+    return tuple((int(a), int(b)) for a, b in steps)
+
+
+def _files_of(name: str, files: Any, treename: str) -> list[tuple[str, str, Any]]:
     if isinstance(files, str):
-        return [(files, treename)]
+        return [(files, treename, None)]
     if isinstance(files, Mapping):
-        pairs = []
+        triples = []
         for path, tree in files.items():
+            steps = None
             if isinstance(tree, Mapping):
+                steps = _steps_of(name, str(path), tree.get("steps"))
                 tree = tree.get("object_path", treename)
             if tree is None:
                 tree = treename
             if not isinstance(tree, str):
                 msg = f"tree name for {path!r} must be a string, got {type(tree).__name__}"
                 raise FilesetError(msg, dataset=name)
-            pairs.append((str(path), tree))
-        return pairs
+            triples.append((str(path), tree, steps))
+        return triples
     if isinstance(files, Sequence):
-        return [(str(path), treename) for path in files]
+        return [(str(path), treename, None) for path in files]
     msg = f"'files' must be a mapping path → tree name or a list of paths, got {type(files).__name__}"
     raise FilesetError(msg, dataset=name)
 
@@ -107,7 +136,8 @@ def normalize_fileset(
     Parameters
     ----------
     fileset
-        ``{dataset: {"files": ..., "metadata": {...}}}`` or ``{dataset: [paths]}``.
+        ``{dataset: {"files": ..., "metadata": {...}}}`` or ``{dataset: [paths]}``, or what
+        ``coffea.dataset_tools.preprocess`` returns (a dict or a ``DataGroupSpec``).
     treename
         Tree read where the fileset gives none.
     base_dir
@@ -131,6 +161,8 @@ def normalize_fileset(
     >>> fs["dy"].files[0].path, dict(fs["dy"].metadata)
     ('root://host//dy.root', {'xsec': 6077.2})
     """
+    if hasattr(fileset, "model_dump"):  # coffea's pydantic DataGroupSpec
+        fileset = fileset.model_dump()
     if not isinstance(fileset, Mapping) or not fileset:
         msg = f"a fileset must be a non-empty mapping dataset → files, got {fileset!r:.80}"
         raise FilesetError(msg)
@@ -159,7 +191,9 @@ def normalize_fileset(
             pairs = _files_of(name, entry, treename)
             metadata = {}
         files = tuple(
-            FileSpec(path, tree) for pattern, tree in pairs for path in _expand(pattern, base, name, tree)
+            FileSpec(path, tree, steps)
+            for pattern, tree, steps in pairs
+            for path in _expand(pattern, base, name, tree)
         )
         if not files:
             msg = "dataset has no files"

@@ -6,7 +6,6 @@ does not reopen every file. The cache is one JSON file per cache directory, writ
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -99,17 +98,30 @@ def _load_cache(path: Path) -> dict[str, int]:
     return data if isinstance(data, dict) else {}
 
 
-def _count(path: str, treename: str, dataset: str, retries: int) -> int | FilesetError:
-    """Entries of one file, or the error naming what is wrong with it (returned, not raised)."""
+def _exception_types(err: BaseException) -> frozenset[str]:
+    """The names of the types (with their bases) of *err* and of the exceptions that led to it."""
+    names: set[str] = set()
+    seen: BaseException | None = err
+    while seen is not None:
+        names.update(cls.__name__ for cls in type(seen).__mro__)
+        seen = seen.__cause__ or seen.__context__
+    return frozenset(names)
+
+
+def _count(path: str, treename: str, dataset: str, retries: int) -> int | tuple[FilesetError, frozenset[str]]:
+    """Entries of one file, or the error naming what is wrong with it and the names of its exception
+    types and causes' (returned, not raised: the causes do not survive pickling)."""
     try:
         return count_entries(path, treename, dataset, retries)
     except FilesetError as err:
-        return err
+        return err, _exception_types(err)
 
 
-def _count_all(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) -> list[int | FilesetError]:
+def _count_all(
+    client: Any, todo: Sequence[tuple[str, str, str]], retries: int
+) -> list[int | tuple[FilesetError, frozenset[str]]]:
     """Count entries of *todo* ``(dataset, path, tree)``: on the cluster in one graph, or here without
-    *client*. A file that cannot be read gives its :class:`FilesetError` in its place."""
+    *client*. A file that cannot be read gives its :class:`FilesetError` (and exception types) instead."""
     if client is None:
         return [_count(path, tree, ds, retries) for ds, path, tree in todo]
     token = uuid.uuid4().hex[:12]  # unique per call: a reused key would return an earlier run's count
@@ -127,12 +139,15 @@ def _count_all(client: Any, todo: Sequence[tuple[str, str, str]], retries: int) 
 
 
 def _split(num_entries: int, chunksize: int) -> list[tuple[int, int]]:
-    """Uniform partitions of at most *chunksize* entries (coffea's rule: equal sizes, no tiny tail)."""
+    """coffea's rule for splitting a file: ``n = max(round(N / chunksize), 1)`` partitions of
+    ``ceil(N / n)`` entries (the last one shorter), so a partition holds up to 1.5 times *chunksize* entries
+    and ``max_chunks`` selects the same events as coffea's ``maxchunks``. A file with no entries gives one
+    empty partition: the processor still runs on it (its cutflow keys exist, with 0), as in coffea."""
     if num_entries == 0:
-        return []
-    n = math.ceil(num_entries / chunksize)
-    edges = [round(i * num_entries / n) for i in range(n + 1)]
-    return list(itertools.pairwise(edges))
+        return [(0, 0)]
+    n = max(round(num_entries / chunksize), 1)
+    size = math.ceil(num_entries / n)
+    return [(start, min(start + size, num_entries)) for start in range(0, num_entries, size)]
 
 
 def plan_partitions(
@@ -142,14 +157,18 @@ def plan_partitions(
     client: Any = None,
     max_chunks: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    skip_bad_files: bool = False,
+    skip_bad_files: bool | Sequence[str] = False,
     retries: int = 3,
 ) -> tuple[PartitionTable, list[FilesetError]]:
-    """Count entries (cached) and split every file into partitions of at most *chunksize* events.
+    """Count entries (cached) and split every file into partitions of about *chunksize* events.
 
-    Files missing from the cache are opened on the cluster through *client* (or here when it is None).
-    Every unreadable file is collected; unless *skip_bad_files*, one :class:`FilesetError` listing all of
-    them is raised before anything is computed. *max_chunks* limits partitions per dataset (for tests).
+    Files are split by coffea's rule (:func:`_split`); a file given with ``steps`` (a fileset from
+    ``coffea.dataset_tools.preprocess``) is split at its steps and not opened here. Files missing from
+    the cache are opened on the cluster through *client* (or here when it is None). Every unreadable
+    file is collected; unless *skip_bad_files* (true, or a list of exception type names that the file's
+    error or one of its causes is an instance of, as coffea's ``skipbadfiles`` takes exception types),
+    one :class:`FilesetError` listing them is raised before anything is computed. *max_chunks* limits
+    partitions per dataset (taken in file order, as coffea's ``maxchunks``).
 
     Returns the partition table and the list of skipped-file errors.
 
@@ -170,9 +189,11 @@ def plan_partitions(
 
     names = tuple(datasets)
     files = [(d, f.path, f.treename) for d, ds in enumerate(datasets.values()) for f in ds.files]
-    keys = [file_identity(path) for _, path, _ in files]
+    steps = [f.steps for ds in datasets.values() for f in ds.files]
+    # a file with steps is neither counted nor looked up (no stat: it may be remote)
+    keys = [None if s is not None else file_identity(p) for (_, p, _), s in zip(files, steps, strict=True)]
     keys = [None if k is None else f"{k}|{tree}" for k, (_, _, tree) in zip(keys, files, strict=True)]
-    todo = [i for i, k in enumerate(keys) if k is None or k not in cache]
+    todo = [i for i, k in enumerate(keys) if steps[i] is None and (k is None or k not in cache)]
     if todo:
         jobs = [(names[files[i][0]], files[i][1], files[i][2]) for i in todo]
         counted = _count_all(client, jobs, retries)
@@ -186,16 +207,20 @@ def plan_partitions(
     else:
         entries = {}
 
-    errors = [n for n in entries.values() if isinstance(n, FilesetError)]
-    if len(errors) == 1 and not skip_bad_files:
-        raise errors[0]
-    if errors and not skip_bad_files:
-        listing = "\n".join(f"  - {e}".replace("\n", "\n    ") for e in errors)
+    bad = [n for n in entries.values() if isinstance(n, tuple)]
+    errors = [err for err, _ in bad]
+    skip = set(skip_bad_files) if isinstance(skip_bad_files, list | tuple) else None
+    fatal = [err for err, types in bad if not (skip_bad_files is True or (skip and skip & types))]
+    if len(fatal) == 1:
+        raise fatal[0]
+    if fatal:
+        listing = "\n".join(f"  - {e}".replace("\n", "\n    ") for e in fatal)
         msg = (
-            f"{len(errors)} input file(s) cannot be read:\n{listing}\n"
-            "Fix or remove them from the fileset, or pass skip_bad_files=True."
+            f"{len(fatal)} input file(s) cannot be read:\n{listing}\n"
+            "Fix or remove them from the fileset, or pass skip_bad_files=True (or a list of the "
+            "exception type names to skip)."
         )
-        raise FilesetError(msg, file=errors[0].file, dataset=errors[0].dataset, treename=errors[0].treename)
+        raise FilesetError(msg, file=fatal[0].file, dataset=fatal[0].dataset, treename=fatal[0].treename)
 
     file_index: list[int] = []
     starts: list[int] = []
@@ -203,9 +228,9 @@ def plan_partitions(
     per_dataset = dict.fromkeys(range(len(names)), 0)
     for i, (d, _, _) in enumerate(files):
         n = entries.get(i, cache.get(keys[i]) if keys[i] is not None else None)
-        if not isinstance(n, int):
+        if steps[i] is None and not isinstance(n, int):
             continue
-        for a, b in _split(n, chunksize):
+        for a, b in _split(n, chunksize) if steps[i] is None else steps[i]:
             if max_chunks is not None and per_dataset[d] >= max_chunks:
                 break
             per_dataset[d] += 1

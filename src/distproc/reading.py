@@ -490,5 +490,7 @@ def _virtual_events(
         virtual=True,
     )
     mapping.preload_column_source(partition_key[0], partition_key[1], tree)
+    if metadata is not None:  # coffea's Runner gives the file's UUID too
+        metadata = {**metadata, "fileuuid": partition_key[0]}
     schema = _schema(tree, schema_cls, metadata)
     return NanoEventsFactory(schema, mapping, tuple_to_key(partition_key), mode="virtual").events()

@@ -69,7 +69,8 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 @dataclass
 class RunReport:
-    """Everything ``report.json`` holds. ``partial`` is true when any partition or file is missing."""
+    """Everything ``report.json`` holds. ``partial`` is true when any partition or file is missing, or an
+    output could not be added (``output_conflicts``: the output key and the partitions involved)."""
 
     datasets: dict[str, DatasetReport]
     events: int
@@ -81,11 +82,13 @@ class RunReport:
     skipped_files: list[str] = field(default_factory=list)
     cluster: str = ""
     dashboard: str = ""
+    output_conflicts: list[str] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
-        """True when some input was not processed (failed partitions or skipped files)."""
-        return bool(self.failures or self.skipped_files)
+        """True when some input was not processed (failed partitions or skipped files) or some output
+        could not be added (it is missing from the output)."""
+        return bool(self.failures or self.skipped_files or self.output_conflicts)
 
     @property
     def events_per_second(self) -> float:

@@ -85,6 +85,8 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
         console.print(f"[red]FAILED[/red] {failure.describe()}")
     for skipped in report.skipped_files:
         console.print(f"[red]SKIPPED[/red] {skipped}")
+    for conflict in report.output_conflicts:
+        console.print(f"[red]NOT ADDED[/red] {conflict}")
     state = "[red]PARTIAL[/red] " if result.partial else ""
     console.print(f"{state}outputs written to {output_dir}/ (histograms.root, output.pkl, report.json)")
 
@@ -111,6 +113,11 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
 @click.option("--chunksize", type=int, help="Events per partition.")
 @click.option("--max-chunks", type=int, help="At most this many partitions per dataset.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
+@click.option(
+    "--mode",
+    type=click.Choice(["partition", "dask"]),
+    help="partition: process() gets each partition's events; dask: a coffea dask-awkward processor.",
+)
 def run_command(
     config: Path | None,
     output: Path | None,
@@ -123,6 +130,7 @@ def run_command(
     chunksize: int | None,
     max_chunks: int | None,
     progress: bool | None,
+    mode: str | None,
 ) -> None:
     """Run the processor, fileset and cluster named in CONFIG (YAML) and write the outputs.
 
@@ -147,6 +155,7 @@ def run_command(
         "progress": progress,
         "schema": schema,
         "treename": treename,
+        "mode": mode,
     }
     try:
         if config is None:

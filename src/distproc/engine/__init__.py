@@ -5,6 +5,8 @@
 :mod:`~.graph`                the task graph (a task per partition, a tree reduction) and its priorities
 :mod:`~.submit`               sending a graph in two parts with its task priorities
 :mod:`~.worker`               the worker side: one partition read and processed, partial outputs merged
+:mod:`~.merge`                adding outputs; what cannot be added is named (output key, partitions)
+:mod:`~.dask_mode`            ``mode="dask"``: a coffea dask-awkward processor evaluated per partition
 :mod:`~.state`                per-run worker state: processor, open files, cached schemas/corrections/
                               ONNX sessions, bounded and keyed by the run
 ============================  ======================================================================

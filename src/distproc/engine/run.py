@@ -14,13 +14,16 @@ from typing import Any
 
 from distproc.cluster import open_client
 from distproc.config import resolve_run_options
+from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
 from distproc.engine.graph import build_graph
+from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
 from distproc.engine.worker import Partial
+from distproc.exceptions import ConfigError, DaskModeError
 from distproc.fileset import normalize_fileset
-from distproc.partitioning import plan_partitions
+from distproc.partitioning import PartitionTable, plan_partitions
 from distproc.progress import track
-from distproc.report import RunReport, RunResult
+from distproc.report import PartitionFailure, RunReport, RunResult
 
 __all__ = ("run",)
 
@@ -43,13 +46,15 @@ def run(
     base_dir: str | None = None,
     open_files: int | None = None,
     local_reads: str | None = None,
+    mode: str | None = None,
 ) -> RunResult:
     """Run *processor* over *fileset* on a Dask cluster and return the reduced output and a report.
 
     Parameters
     ----------
     processor
-        A :class:`distproc.Processor` or any coffea ``ProcessorABC``.
+        A :class:`distproc.Processor`, any coffea ``ProcessorABC``, or a function of the events (as
+        coffea's ``Runner`` and ``apply_to_fileset`` take).
     fileset
         Coffea-format fileset (see :func:`distproc.fileset.normalize_fileset`).
     cluster
@@ -65,13 +70,19 @@ def run(
     split_every
         Fan-in of the tree reduction on the workers (default 8).
     skip_bad_files
-        Skip unreadable files (listed in the report, result marked partial) instead of raising.
+        Skip unreadable files (listed in the report, result marked partial) instead of raising; or a list
+        of exception type names (``["OSError"]``): skip only files whose error is one of them.
     open_files
         Input files each worker process keeps open for the run's next partitions of them (default 4;
         0: reopen the file for every partition).
     local_reads
         How local files are read: ``"thread"`` (default; plain reads in the task's thread) or
         ``"fsspec"`` (uproot's default source, which reads in fsspec's event-loop thread).
+    mode
+        ``"partition"`` (default): ``process`` receives each partition's NanoEvents. ``"dask"``: a coffea
+        dask-awkward processor, unchanged (:mod:`distproc.engine.dask_mode`); the output is then
+        ``{dataset: output}`` as ``apply_to_fileset`` + ``dask.compute`` give, and ``postprocess`` is not
+        called.
 
     Unset options fall back to ``DISTPROC_*`` environment variables, then to the shipped defaults
     (see :mod:`distproc.config`).
@@ -80,7 +91,14 @@ def run(
     -------
     RunResult
         ``output`` (after ``processor.postprocess``) and ``report``. If a partition raised, the others
-        still ran: the failure is in ``report.failures`` and ``result.partial`` is true.
+        still ran: the failure is in ``report.failures`` and ``result.partial`` is true. An output that
+        cannot be added across partitions is left out and named in ``report.output_conflicts``.
+
+    Raises
+    ------
+    DaskModeError
+        A processor written for dask-awkward run in the partition mode, or a dask-mode output that
+        cannot be evaluated partition by partition.
 
     Examples
     --------
@@ -100,7 +118,13 @@ def run(
         progress=progress,
         open_files=open_files,
         local_reads=local_reads,
+        mode=mode,
     )
+    if not callable(getattr(processor, "process", processor)):
+        msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
+        raise ConfigError(msg, key="processor")
+    if opts["mode"] == "dask":
+        processor = DaskModeProcessor(processor)
     datasets = normalize_fileset(fileset, treename=opts["treename"], base_dir=base_dir)
     from distproc.reading import schema_class
 
@@ -118,6 +142,8 @@ def run(
             retries=opts["retries"],
         )
         preprocess_seconds = time.perf_counter() - start
+        if isinstance(processor, DaskModeProcessor):
+            trace_on_client(processor, table, schema=opts["schema"], retries=opts["retries"])
         graph, partition_keys, final_key = build_graph(
             processor,
             table,
@@ -140,7 +166,8 @@ def run(
         reduced: Partial = final.result()
         cluster_repr = repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
     wall = time.perf_counter() - start
-    output = reduced.output
+    _raise_dask_mode_error(reduced.failures)
+    output, conflicts = pop_conflicts(reduced.output)
     if output is not None and hasattr(processor, "postprocess"):
         post = processor.postprocess(output)
         output = output if post is None else post
@@ -154,5 +181,21 @@ def run(
         skipped_files=[str(e) for e in bad_files],
         cluster=cluster_repr,
         dashboard=dashboard,
+        output_conflicts=[c.describe(lambda i: _name(table, i)) for c in conflicts],
     )
     return RunResult(output=output if output is not None else {}, report=report)
+
+
+def _name(table: PartitionTable, i: int) -> str:
+    part = table[i]
+    return f"{part.dataset}: {part.file} [{part.entry_start}-{part.entry_stop}]"
+
+
+def _raise_dask_mode_error(failures: list[PartitionFailure]) -> None:
+    """Raise the first :class:`DaskModeError` a partition recorded: it is the processor's, not the
+    partition's (every partition would fail alike), and says how to run the processor."""
+    prefix = f"{DaskModeError.__name__}: "
+    for failure in failures:
+        if failure.exception.startswith(prefix):
+            msg = f"{failure.exception.removeprefix(prefix)}\n    first raised in {failure.describe()}"
+            raise DaskModeError(msg)

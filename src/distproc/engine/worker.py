@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distproc.allocator import tune_malloc
+from distproc.engine.merge import add_outputs
 from distproc.engine.state import WORKER, active, close_quietly
 from distproc.partitioning import PartitionTable
 from distproc.report import PartitionFailure, PartitionStat
@@ -81,7 +82,7 @@ def process_partition(proc: tuple[str, bytes, WorkerOptions], table: PartitionTa
                 local_reads=options.local_reads,
             )
             file.file.array_cache = None  # each partition's arrays are read once: do not keep them around
-            output = processor.process(events)
+            output = _call(processor, events)
             bytes_read = int(file.file.source.num_requested_bytes) - before
             del events
         except Exception as err:  # noqa: BLE001  (one bad partition must not lose the others)
@@ -110,12 +111,31 @@ def process_partition(proc: tuple[str, bytes, WorkerOptions], table: PartitionTa
     return Partial(output=output, stats=[stat])
 
 
-def merge(parts: Sequence[Partial]) -> Partial:
-    """Add the outputs of *parts* (without mutating them) and concatenate their bookkeeping."""
-    from coffea.processor import accumulate
+def _call(processor: Any, events: Any) -> Any:
+    """``processor.process(events)`` (or ``processor(events)`` for a function), refusing dask collections.
 
+    A processor written for dask-awkward gives a silently wrong answer on concrete events (its fills
+    stay lazy) or fails inside dask-awkward: either is a :class:`~distproc.exceptions.DaskModeError`
+    saying to use ``mode="dask"``, which :func:`~distproc.engine.run.run` raises once.
+    """
+    from distproc.engine.dask_mode import check_partition_output, dask_written_error
+
+    try:
+        output = getattr(processor, "process", processor)(events)
+    except TypeError as err:
+        dask_error = dask_written_error(err)
+        if dask_error is None:
+            raise
+        raise dask_error from err
+    check_partition_output(output)
+    return output
+
+
+def merge(parts: Sequence[Partial]) -> Partial:
+    """Add the outputs of *parts* (without mutating them) and concatenate their bookkeeping; an output
+    that cannot be added becomes an :class:`~distproc.engine.merge.OutputConflict` in its place."""
     return Partial(
-        output=accumulate(p.output for p in parts),
+        output=add_outputs((p.output, [s.index for s in p.stats]) for p in parts),
         stats=[s for p in parts for s in p.stats],
         failures=[f for p in parts for f in p.failures],
     )

@@ -1,0 +1,266 @@
+"""Dask mode: coffea dask-awkward processors, unchanged, against coffea's own dask path on the same files
+and steps (``apply_to_fileset`` + ``dask.compute``), on a real LocalCluster."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import awkward as ak
+import dask
+import numpy as np
+import pytest
+from coffea.dataset_tools import apply_to_fileset, preprocess
+from coffea.nanoevents import BaseSchema, NanoAODSchema, PHYSLITESchema
+from distributed import Client, LocalCluster
+
+import distproc
+from distproc.exceptions import DaskModeError
+from distproc.samples import make_sample
+
+PROCS = Path(__file__).parent / "procs" / "dask_procs.py"
+pytestmark = pytest.mark.cluster
+
+
+def _function(name):
+    """A function of tests/procs/dask_procs.py, imported as load_processor imports (pickled by value)."""
+    module = sys.modules[type(distproc.load_processor(f"{PROCS}:Ratio")).__module__]
+    return getattr(module, name)
+
+
+def _preprocess(fileset, step_size):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # coffea suggests its pydantic fileset API for plain dicts
+        available, _ = preprocess(fileset, step_size=step_size, save_form=False)
+    return available
+
+
+def _coffea(proc, fileset, schema):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # missing cross-references, uninterpretable PHYSLITE branches
+        (out,) = dask.compute(apply_to_fileset(proc, fileset, schemaclass=schema))
+    return out
+
+
+def _run(proc, fileset, tmp_path, **kwargs):
+    kwargs.setdefault("progress", False)
+    return distproc.run(proc, fileset, mode="dask", cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def assert_same(ours, theirs, where="output"):
+    """Equal structure and values, up to the rounding of sums taken in another order."""
+    if isinstance(theirs, dict):
+        assert set(ours) == set(theirs), where
+        for key in theirs:
+            assert_same(ours[key], theirs[key], f"{where}[{key!r}]")
+    elif hasattr(theirs, "variances"):
+        assert ours.axes == theirs.axes, where
+        np.testing.assert_allclose(ours.values(), theirs.values(), rtol=1e-12, err_msg=where)
+        assert (ours.variances() is None) == (theirs.variances() is None), where
+        if theirs.variances() is not None:
+            np.testing.assert_allclose(ours.variances(), theirs.variances(), rtol=1e-12, err_msg=where)
+    elif isinstance(theirs, ak.Array):
+        assert ak.to_list(ours) == ak.to_list(theirs), where
+    elif isinstance(theirs, float | np.floating):
+        # sums in another order: float32 rounding bound n·2^-24 for the ~10^2 values summed here
+        rel = 1e-5 if np.asarray(theirs).dtype == np.float32 else 1e-12
+        assert ours == pytest.approx(theirs, rel=rel), where
+    else:
+        assert ours == theirs, where
+
+
+@pytest.fixture
+def nano_fileset(nano_dy, nano_tt):
+    fileset = {
+        "dy": {"files": {str(nano_dy): "Events"}, "metadata": {"xsec": 6077.2}},
+        "tt": {"files": {str(nano_tt): "Events"}, "metadata": {"xsec": 729.8}},
+    }
+    return _preprocess(fileset, step_size=20)
+
+
+def test_nanoaod_equals_coffea(client, nano_fileset, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    theirs = _coffea(proc, nano_fileset, NanoAODSchema)
+    result = _run(proc, nano_fileset, tmp_path, cluster=client)
+    assert not result.partial
+    assert_same(result.output, theirs)
+    assert result.output["tt"]["cutflow"]["all"] == 200
+    assert result.output["dy"]["muon_pt"].sum().value > 0
+    # the preprocessed steps are the partitions; the report is the default mode's
+    steps = {name: sum(len(f["steps"]) for f in ds["files"].values()) for name, ds in nano_fileset.items()}
+    assert {name: d.partitions for name, d in result.report.datasets.items()} == steps
+    assert {name: d.events for name, d in result.report.datasets.items()} == {"dy": 40, "tt": 200}
+    assert all(d.bytes_read > 0 for d in result.report.datasets.values())
+
+
+def test_physlite_equals_coffea(client, physlite, tmp_path):
+    # coffea's own dask path fails on this PHYSLITE file when split (uproot reads 60 entries of
+    # xTrigDecisionAux for a 50-entry step), so it runs on one step; distproc also on two.
+    fileset = _preprocess({"atlas": {"files": {str(physlite): "CollectionTree"}}}, step_size=None)
+    proc = distproc.load_processor(f"{PROCS}:ElectronPt")
+    theirs = _coffea(proc, fileset, PHYSLITESchema)
+    result = _run(proc, fileset, tmp_path, cluster=client, schema="physlite")
+    assert_same(result.output, theirs)
+    assert result.output["atlas"]["n"] > 0
+    fileset["atlas"]["files"][str(physlite)]["steps"] = [[0, 50], [50, 100]]
+    split = _run(proc, fileset, tmp_path, cluster=client, schema="physlite").output["atlas"]
+    # a Double-storage histogram added from two partitions has no variances (as in dask.compute)
+    np.testing.assert_array_equal(split.pop("pt").values(), theirs["atlas"]["pt"].values())
+    assert_same(split, {k: v for k, v in theirs["atlas"].items() if k != "pt"})
+
+
+def test_base_schema_function_equals_coffea(client, tmp_path):
+    info = make_sample("ttbar", 3000, tmp_path / "data", events_per_file=1000, seed=3)
+    fileset = _preprocess({"ttbar": {"files": {str(p): "Events" for p in info.files}}}, step_size=400)
+    flat_jets = _function("flat_jets")
+    theirs = _coffea(flat_jets, fileset, BaseSchema)
+    result = _run(flat_jets, fileset, tmp_path, cluster=client, schema="base")
+    assert_same(result.output, theirs)
+    assert result.output["ttbar"]["nev"] == 3000
+
+
+def test_only_touched_branches_are_read(nano_dy, tmp_path, monkeypatch):
+    """Every branch read (recorded on uproot's TBranch.array in an in-process cluster) is one that
+    dask-awkward's column optimisation finds necessary for coffea's own graph, and no other."""
+    import dask_awkward as dak
+    import uproot
+
+    read: set[str] = set()
+    original = uproot.behaviors.TBranch.TBranch.array
+
+    def recording_array(self, *args, **kwargs):
+        read.add(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(uproot.behaviors.TBranch.TBranch, "array", recording_array)
+    fileset = _preprocess({"dy": {"files": {str(nano_dy): "Events"}}}, step_size=20)
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cl, Client(cl) as c:
+        result = _run(proc, fileset, tmp_path, cluster=c)
+    assert not result.partial
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        graph = apply_to_fileset(proc, fileset, schemaclass=NanoAODSchema)["dy"]
+    (necessary,) = dak.necessary_columns(*dask.base.unpack_collections(graph)[0]).values()
+    assert read == set(necessary)
+    assert read == {"nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_mass", "Muon_charge", "genWeight"}
+
+
+def test_processor_exception_names_its_partitions(client, nano_fileset, tmp_path):
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow", {"fail_dataset": "dy"})
+    result = _run(proc, nano_fileset, tmp_path, cluster=client)
+    assert result.partial
+    assert set(result.output) == {"tt"}  # the other dataset is complete
+    assert result.output["tt"]["cutflow"]["all"] == 200
+    ranges = sorted((f.entry_start, f.entry_stop) for f in result.report.failures)
+    assert ranges == [(0, 20), (20, 40)]
+    assert all(f.dataset == "dy" and f.file.endswith("nano_dy.root") for f in result.report.failures)
+    assert "deliberate failure in dy" in result.report.failures[0].exception
+
+
+def test_read_errors_are_recorded_per_partition(client, nano_dy, nano_tt, tmp_path):
+    broken = tmp_path / "broken.root"
+    shutil.copy(nano_dy, broken)
+    with broken.open("r+b") as f:  # keep the header, destroy the baskets
+        f.seek(4096)
+        f.write(b"\0" * (broken.stat().st_size - 8192))
+    fileset = {
+        "dy": {"files": {str(broken): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}},
+        "tt": {"files": {str(nano_tt): {"object_path": "Events", "steps": [[0, 100], [100, 200]]}}},
+    }
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    result = _run(proc, fileset, tmp_path, cluster=client)
+    assert result.partial
+    assert result.output["tt"]["cutflow"]["all"] == 200
+    assert sorted((f.file, f.entry_start, f.entry_stop) for f in result.report.failures) == [
+        (str(broken), 0, 20),
+        (str(broken), 20, 40),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "output"),
+    [("Ratio", "['mean_pt']"), ("NormalisedFill", "['pt']"), ("DelayedSum", "['n']")],
+)
+def test_outputs_needing_every_partition_are_refused(client, nano_dy, tmp_path, name, output):
+    fileset = {"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}}}
+    proc = distproc.load_processor(f"{PROCS}:{name}")
+    with pytest.raises(DaskModeError, match="cannot be evaluated partition by partition") as err:
+        _run(proc, fileset, tmp_path, cluster=client)
+    assert err.value.output == f"output{output}"
+
+
+@pytest.mark.parametrize(("name", "max_chunks"), [("MuonCutflow", 1), ("MuonCutflow", None), ("LazyFill", 1)])
+def test_dask_processor_in_partition_mode_is_one_clear_error(client, nano_dy, tmp_path, name, max_chunks):
+    """dak functions on concrete arrays, or hist.dask histograms returned unfilled: never a silent answer."""
+    proc = distproc.load_processor(f"{PROCS}:{name}")
+    with pytest.raises(DaskModeError, match=r"written for dask-awkward.*mode='dask'"):
+        distproc.run(
+            proc,
+            {"dy": [str(nano_dy)]},
+            cluster=client,
+            chunksize=10,
+            max_chunks=max_chunks,
+            progress=False,
+            cache_dir=str(tmp_path / "cache"),
+        )
+
+
+def test_yaml_mode_dask_through_the_cli(nano_dy, tmp_path):
+    from test_cli import cli
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f'processor: "{PROCS}:MuonCutflow"\n'
+        f'fileset: {{dy: {{files: {{"{nano_dy}": {{object_path: Events, steps: [[0, 20], [20, 40]]}}}}}}}}\n'
+        f'mode: dask\ncluster: {{kind: local, workers: 1}}\ncache_dir: "{tmp_path}/cache"\n'
+    )
+    ran = cli("run", str(config), "--output", "out", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    result = distproc.load(tmp_path / "out")
+    assert result.report.datasets["dy"].partitions == 2
+    assert result.output["dy"]["cutflow"]["all"] == 40
+    import uproot
+
+    with uproot.open(tmp_path / "out" / "histograms.root") as f:
+        np.testing.assert_allclose(f["dy/muon_pt/dy"].values(), result.output["dy"]["muon_pt"].values()[0])
+
+
+def test_a_scheduler_address_is_enough(client, nano_dy, tmp_path):
+    """Dask mode needs only a distributed Client: the ``address`` back-end (any scheduler) runs it."""
+    fileset = {"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}}}
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    result = _run(proc, fileset, tmp_path, cluster=client.scheduler.address)
+    assert result.output["dy"]["cutflow"]["all"] == 40
+    assert result.report.cluster == client.scheduler.address
+
+
+@pytest.mark.parametrize(("read_dataset", "traces"), [(False, 1), (True, 3)])
+def test_one_trace_per_form_unless_the_metadata_read_differs(client, nano_dy, tmp_path, read_dataset, traces):
+    """Three datasets of the same file: a processor that reads no metadata is traced once per worker
+    (plus once on the client), one that reads the dataset name once per dataset; results as coffea's."""
+    steps = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    fileset = {name: {"files": steps, "metadata": {"xsec": 1.0}} for name in ("a", "b", "c")}
+    log = tmp_path / "traces.log"
+    proc = distproc.load_processor(f"{PROCS}:CountedTraces", {"log": str(log), "read_dataset": read_dataset})
+    theirs = _coffea(proc, fileset, NanoAODSchema)
+    log.unlink()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
+        result = _run(proc, fileset, tmp_path, cluster=c)
+    assert_same(result.output, theirs)
+    assert len(log.read_text().splitlines()) == 1 + traces
+
+
+def test_metadata_read_inside_the_graph_is_per_dataset(client, nano_dy, tmp_path):
+    steps = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    fileset = {name: {"files": steps, "metadata": {"xsec": x}} for name, x in (("a", 1.0), ("b", 2.0))}
+    proc = distproc.load_processor(f"{PROCS}:ScaledByXsec")
+    theirs = _coffea(proc, fileset, NanoAODSchema)
+    result = _run(proc, fileset, tmp_path, cluster=client)
+    assert_same(result.output, theirs)
+    assert result.output["b"]["sumw"] == pytest.approx(2 * result.output["a"]["sumw"], rel=1e-6)
