@@ -186,6 +186,7 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
     from distproc.reading import partition_events, schema_class
 
     path = str(request.getfixturevalue(sample))
+    WORKER.clear("schema")  # an earlier in-process read of this file may have cached its schema
     built = WORKER.built("schema")
     file = uproot.open(path)
     n = file[tree].num_entries

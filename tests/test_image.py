@@ -140,8 +140,10 @@ def test_unpacked_image_directory_is_the_batch_workers_python(
 ) -> None:
     """``python: <launcher> /path/to/unpacked python`` in the cluster options, as a site would write
     ``python: apptainer exec /cvmfs/.../distproc python``; the chroot launcher stands in for Apptainer."""
-    python = shlex.join(chroot_command(unpacked_image, [nano_dy.parent], IMAGE_PYTHON))
-    options = _slurm(slurm_cluster, jobs=1, python=python)
+    certificates = tmp_path / "tls"  # the run's TLS files: on the "shared file system" the image sees
+    certificates.mkdir(mode=0o700)
+    python = shlex.join(chroot_command(unpacked_image, [nano_dy.parent, certificates], IMAGE_PYTHON))
+    options = _slurm(slurm_cluster, jobs=1, python=python, shared_temp_directory=str(certificates))
     result = _run(options, fileset, tmp_path, chunksize=CHUNKSIZE)
     assert not result.report.failures
     assert_same_histograms(result.output, local_reference)
