@@ -70,20 +70,22 @@ def _stable(value: Any) -> Any:
         return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
-def _source(cls: type) -> str:
-    """The source of the module defining *cls* (its whole file: helpers it calls change results too)."""
+def _source(obj: Any) -> str:
+    """The source of the module defining *obj* (a class or function; its whole file: helpers it calls
+    change results too)."""
     try:
-        return Path(inspect.getfile(cls)).read_text()
+        return Path(inspect.getfile(obj)).read_text()
     except (OSError, TypeError):
         try:
-            return inspect.getsource(cls)
+            return inspect.getsource(obj)
         except (OSError, TypeError):
             return ""
 
 
 def fingerprint(processor: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two runs' partition outputs interchangeable: the processor's class and the source of
-    its module, its attributes (constructor arguments) and the result-changing run *options*.
+    """What makes two runs' partition outputs interchangeable: the processor's class (or function) and
+    the source of its module, its attributes (constructor arguments) and the result-changing run
+    *options*.
 
     Examples
     --------
@@ -94,7 +96,7 @@ def fingerprint(processor: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     >>> fingerprint(P(30), options)["digest"] == fingerprint(P(40), options)["digest"]
     False
     """
-    cls = type(processor)
+    cls = processor if inspect.isfunction(processor) else type(processor)
     attributes = _stable(
         {k: v for k, v in vars(processor).items() if not k.startswith("_")}
         if hasattr(processor, "__dict__")

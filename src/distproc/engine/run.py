@@ -139,6 +139,7 @@ def run(
     if not callable(getattr(processor, "process", processor)):
         msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
         raise ConfigError(msg, key="processor")
+    user_processor = processor  # what the checkpoint's fingerprint describes
     if opts["mode"] == "dask":
         processor = DaskModeProcessor(processor)
     datasets = normalize_fileset(fileset, treename=opts["treename"], base_dir=base_dir)
@@ -147,7 +148,8 @@ def run(
     schema_class(opts["schema"])  # fail on a bad schema name before starting anything
     ckpt = None
     if checkpoint is not None:
-        ckpt = open_checkpoint(checkpoint, processor, {k: opts[k] for k in _RESULT_OPTIONS}, fresh=fresh)
+        options = {k: opts[k] for k in _RESULT_OPTIONS}
+        ckpt = open_checkpoint(checkpoint, user_processor, options, fresh=fresh)
     start = time.perf_counter()
     with open_client(cluster, workers=workers) as client:
         dashboard = str(getattr(client, "dashboard_link", "") or "")
