@@ -154,7 +154,12 @@ def test_save_and_load_round_trip(client, fileset, tmp_path):
     proc = distproc.load_processor(f"{PROCS}:MuonPt")
     result = run(proc, fileset, tmp_path, cluster=client)
     out = distproc.save(result, tmp_path / "out")
-    assert sorted(p.name for p in out.iterdir()) == ["histograms.root", "output.pkl", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".outputs",
+        "histograms.root",
+        "output.pkl",
+        "report.json",
+    ]
     loaded = distproc.load(out)
     assert loaded.report.events == result.report.events
     assert not loaded.partial

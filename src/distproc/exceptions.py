@@ -19,6 +19,7 @@ from collections.abc import Iterable
 __all__ = (
     "BackendUnavailableError",
     "BinningError",
+    "CheckpointError",
     "ClusterError",
     "ConfigError",
     "CorrectionNotFoundError",
@@ -38,6 +39,7 @@ __all__ = (
     "PartitionError",
     "ProcessorLoadError",
     "ReadError",
+    "RunInterrupted",
     "SystematicsError",
     "format_options",
     "near_misses",
@@ -104,6 +106,14 @@ class ConfigError(DistprocError, ValueError):
         self.source = source
         where = f" (in {source})" if source else ""
         super().__init__(f"{message}{where}")
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint cannot be used: made by another processor or options, or its path is not a directory."""
+
+
+class RunInterrupted(DistprocError, RuntimeError):
+    """The run stopped before it finished (scheduler lost); a rerun resumes from its checkpoint."""
 
 
 class FilesetError(DistprocError, ValueError):

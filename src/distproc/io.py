@@ -1,7 +1,9 @@
-"""Writing and reading run outputs, atomically.
+"""Writing and reading run outputs, atomically and as a set.
 
-``save(result, DIR)`` writes three files, each first to a temporary name in *DIR* and then renamed into
-place, so a crash never leaves a half-written file:
+``save(result, DIR)`` writes three files into a new directory ``DIR/.outputs/run-ID/`` and then
+publishes them together: ``DIR/.outputs/current`` is a symbolic link to the run's directory, replaced in
+one rename, and ``DIR/histograms.root`` (and the others) are links through it. A reader never sees files
+of two runs side by side, and a write that fails (a full disk) leaves the previous set as it was:
 
 ``histograms.root``
     Every :class:`hist.Hist` of the output, readable by uproot and ROOT. Naming scheme: a histogram at
@@ -21,6 +23,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,12 @@ from typing import Any
 from distproc._paths import atomic_write
 from distproc.report import RunReport, RunResult
 
-__all__ = ("is_category", "iter_hists", "load", "save", "write_histograms")
+__all__ = ("OUTPUT_FILES", "is_category", "iter_hists", "load", "publish", "save", "write_histograms")
+
+#: The files :func:`save` writes, published together.
+OUTPUT_FILES = ("histograms.root", "output.pkl", "report.json")
+#: The directory under a run's output directory holding the sets of outputs and the ``current`` link.
+_SETS = ".outputs"
 
 
 def iter_hists(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -104,6 +113,9 @@ def write_histograms(output: Any, path: str | os.PathLike[str]) -> dict[str, Any
 def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
     """Write ``histograms.root``, ``output.pkl`` and ``report.json`` for *result* into *directory*.
 
+    The three files are written into a new set directory and published together (:func:`publish`); if
+    writing fails, the set published before stays in place and the error propagates.
+
     Examples
     --------
     >>> import distproc
@@ -113,13 +125,52 @@ def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
     import cloudpickle
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_histograms(result.output, directory / "histograms.root")
-    with atomic_write(directory / "output.pkl") as tmp:
-        tmp.write_bytes(cloudpickle.dumps(result.output))
-    with atomic_write(directory / "report.json") as tmp:
-        tmp.write_text(json.dumps(result.report.to_dict(), indent=2, default=str))
+    staging = directory / _SETS / f"run-{uuid.uuid4().hex[:12]}"
+    staging.mkdir(parents=True)
+    try:
+        write_histograms(result.output, staging / "histograms.root")
+        with atomic_write(staging / "output.pkl") as tmp:
+            tmp.write_bytes(cloudpickle.dumps(result.output))
+        with atomic_write(staging / "report.json") as tmp:
+            tmp.write_text(json.dumps(result.report.to_dict(), indent=2, default=str))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(directory, staging.name)
     return directory
+
+
+def publish(directory: str | os.PathLike[str], run_set: str) -> None:
+    """Make the set ``DIR/.outputs/<run_set>`` the published one, all its files at once.
+
+    ``DIR/.outputs/current`` (a symbolic link) is replaced by one rename; each of :data:`OUTPUT_FILES`
+    in *directory* is a link to ``.outputs/current/<name>`` (created the first time). Earlier sets are
+    then removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> (out / ".outputs" / "run-a").mkdir(parents=True)
+    >>> _ = (out / ".outputs" / "run-a" / "report.json").write_text("{}")
+    >>> publish(out, "run-a")
+    >>> (out / "report.json").read_text()
+    '{}'
+    """
+    directory = Path(directory)
+    sets = directory / _SETS
+    link = sets / f".current-{uuid.uuid4().hex[:12]}"
+    os.symlink(run_set, link)
+    os.replace(link, sets / "current")
+    for name in OUTPUT_FILES:
+        target, wanted = directory / name, f"{_SETS}/current/{name}"
+        if not (target.is_symlink() and os.readlink(target) == wanted):
+            tmp = directory / f".{name}.{uuid.uuid4().hex[:12]}.link"
+            os.symlink(wanted, tmp)
+            os.replace(tmp, target)
+    for old in sets.iterdir():
+        if old.name.startswith("run-") and old.name != run_set:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def load(directory: str | os.PathLike[str]) -> RunResult:

@@ -83,6 +83,13 @@ class RunReport:
     cluster: str = ""
     dashboard: str = ""
     output_conflicts: list[str] = field(default_factory=list)
+    #: Partitions whose output came from the run's checkpoint (done by an earlier, interrupted run).
+    resumed_partitions: int = 0
+    #: Workers that left the cluster while the run was going (``None``: the scheduler could not count).
+    workers_lost: int | None = None
+    #: Partitions executed more than once (a worker died holding or computing them): partition →
+    #: executions (``None``: the scheduler could not count).
+    reexecuted_partitions: dict[str, int] | None = None
 
     @property
     def partial(self) -> bool:

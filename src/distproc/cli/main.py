@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,41 @@ from distproc.io import is_category
 __all__ = ("main",)
 
 
+#: ``distproc run``'s exit status: complete, partial (outputs written), bad input, stopped (resumable).
+EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+
 def _fail(err: Exception) -> None:
     click.echo(f"error: {err}", err=True)
-    sys.exit(2)
+    sys.exit(EXIT_INPUT)
+
+
+def _stop(message: str, checkpoint: Path | None) -> None:
+    """Exit with :data:`EXIT_STOPPED` saying how to resume."""
+    if checkpoint is not None:
+        message += (
+            f"; finished partitions are in the checkpoint {checkpoint}: rerun the same command to resume"
+        )
+    click.echo(f"stopped: {message}", err=True)
+    sys.exit(EXIT_STOPPED)
+
+
+def _check_writable(directory: Path) -> None:
+    """Fail now, not after the run, when *directory* cannot be created or written."""
+    from distproc.exceptions import ConfigError
+
+    probe = directory / f".distproc-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        msg = f"output directory {directory} cannot be written: {err.strerror or err}"
+        raise ConfigError(msg, key="output") from None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,6 +152,13 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
     type=click.Choice(["partition", "dask"]),
     help="partition: process() gets each partition's events; dask: a coffea dask-awkward processor.",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint directory (default OUTPUT/.checkpoint); a rerun resumes from it.",
+)
+@click.option("--no-checkpoint", is_flag=True, help="Keep no checkpoint.")
+@click.option("--fresh", is_flag=True, help="Discard the checkpoint and process every partition.")
 def run_command(
     config: Path | None,
     output: Path | None,
@@ -131,6 +172,9 @@ def run_command(
     max_chunks: int | None,
     progress: bool | None,
     mode: str | None,
+    checkpoint: Path | None,
+    no_checkpoint: bool,
+    fresh: bool,
 ) -> None:
     """Run the processor, fileset and cluster named in CONFIG (YAML) and write the outputs.
 
@@ -138,13 +182,18 @@ def run_command(
     `distproc run --processor analysis.py:Analysis --fileset dy.root --output out`. Flags override
     the config's values.
 
+    Every finished partition is kept in a checkpoint: after an interruption, the same command processes
+    only the partitions not in it.
+
     Exit status: 0 on success, 1 when some partitions failed (the partial output is still written and
-    marked partial in report.json), 2 on a configuration or input error.
+    marked partial in report.json), 2 on a configuration or input error, 3 when the run stopped before
+    writing its outputs (interrupted, scheduler lost, outputs not writable): rerun to resume.
     """
     from distproc.cluster import open_client
     from distproc.columns import bind_writers, write_manifests
     from distproc.config import load_config, run_config
     from distproc.engine import run
+    from distproc.exceptions import RunInterrupted
     from distproc.io import save
     from distproc.processor import load_processor
     from distproc.reading import format_skipped, skipped_branches
@@ -157,6 +206,8 @@ def run_command(
         "treename": treename,
         "mode": mode,
     }
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a batch system's SIGTERM stops like Ctrl-C
+    ckpt_dir = None
     try:
         if config is None:
             if processor_spec is None or fileset is None:
@@ -174,21 +225,60 @@ def run_command(
         if out_dir is None:
             msg = "give --output DIR (or 'output:' in the config)"
             raise click.UsageError(msg)
+        _check_writable(out_dir)
+        ckpt_dir = None if no_checkpoint else checkpoint or out_dir / ".checkpoint"
         processor = load_processor(cfg.processor, cfg.processor_args, base_dir=cfg.processor_base)
         bind_writers(processor, out_dir)  # column outputs without a directory go to OUTPUT/<name>
         options = {**cfg.options, **{k: v for k, v in overrides.items() if v is not None}}
         started = time.time()
         with open_client(scheduler or cfg.cluster, workers=workers) as client:
-            result = run(processor, cfg.fileset, cluster=client, base_dir=str(cfg.fileset_dir), **options)
+            result = run(
+                processor,
+                cfg.fileset,
+                cluster=client,
+                base_dir=str(cfg.fileset_dir),
+                checkpoint=ckpt_dir,
+                fresh=fresh,
+                **options,
+            )
             skipped = format_skipped(skipped_branches(client, since=started))
+    except DistprocError as err:
+        if isinstance(err, RunInterrupted):
+            _stop(str(err), None)
+        _fail(err)
+    except KeyboardInterrupt as err:
+        _stop(f"interrupted ({err or 'SIGINT'}) before the run finished", ckpt_dir)
+    try:
         save(result, out_dir)
         manifests = write_manifests(result.output)
-    except DistprocError as err:
-        _fail(err)
+    except OSError as err:
+        _stop(
+            f"the outputs could not be written to {out_dir} ({err}); the previous outputs are unchanged",
+            ckpt_dir,
+        )
     if skipped:
         click.echo(skipped)
     print_summary(result, out_dir, manifests)
-    sys.exit(1 if result.partial else 0)
+    sys.exit(EXIT_PARTIAL if result.partial else EXIT_OK)
+
+
+@main.command("status")
+@click.argument("output_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint directory (default OUTPUT_DIR/.checkpoint).",
+)
+def status_command(output_dir: Path, checkpoint: Path | None) -> None:
+    """Show how many partitions of the run writing OUTPUT_DIR are done and how many are left."""
+    from distproc.engine.checkpoint import checkpoint_status
+
+    path = checkpoint or output_dir / ".checkpoint"
+    try:
+        done, planned = checkpoint_status(path)
+    except DistprocError as err:
+        _fail(err)
+    click.echo(f"{done} of {planned} partitions done, {planned - done} left (checkpoint {path})")
 
 
 @main.command("make-sample")

@@ -8,18 +8,22 @@ the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and asse
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import CancelledError
 from typing import Any
 
 from distproc.cluster import open_client
 from distproc.config import resolve_run_options
+from distproc.engine.checkpoint import open_checkpoint
 from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
-from distproc.engine.graph import build_graph
+from distproc.engine.graph import build_graph, tree_spans
+from distproc.engine.ledger import read, watch
 from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
 from distproc.engine.worker import Partial
-from distproc.exceptions import ConfigError, DaskModeError
+from distproc.exceptions import ConfigError, DaskModeError, RunInterrupted
 from distproc.fileset import normalize_fileset
 from distproc.partitioning import PartitionTable, plan_partitions
 from distproc.progress import track
@@ -47,6 +51,8 @@ def run(
     open_files: int | None = None,
     local_reads: str | None = None,
     mode: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    fresh: bool = False,
 ) -> RunResult:
     """Run *processor* over *fileset* on a Dask cluster and return the reduced output and a report.
 
@@ -83,6 +89,13 @@ def run(
         dask-awkward processor, unchanged (:mod:`distproc.engine.dask_mode`); the output is then
         ``{dataset: output}`` as ``apply_to_fileset`` + ``dask.compute`` give, and ``postprocess`` is not
         called.
+    checkpoint
+        A directory (local path or fsspec URL the workers can write) where every finished partition's
+        output is kept; a rerun after an interruption processes only the partitions not in it (see
+        :mod:`distproc.engine.checkpoint`). A checkpoint made by another processor or other
+        result-changing options raises :class:`~distproc.engine.checkpoint.CheckpointError`.
+    fresh
+        Discard what *checkpoint* holds and start over.
 
     Unset options fall back to ``DISTPROC_*`` environment variables, then to the shipped defaults
     (see :mod:`distproc.config`).
@@ -99,6 +112,9 @@ def run(
     DaskModeError
         A processor written for dask-awkward run in the partition mode, or a dask-mode output that
         cannot be evaluated partition by partition.
+    RunInterrupted
+        The connection to the scheduler was lost before the run finished (with a *checkpoint*, a rerun
+        resumes).
 
     Examples
     --------
@@ -123,12 +139,17 @@ def run(
     if not callable(getattr(processor, "process", processor)):
         msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
         raise ConfigError(msg, key="processor")
+    user_processor = processor  # what the checkpoint's fingerprint describes
     if opts["mode"] == "dask":
         processor = DaskModeProcessor(processor)
     datasets = normalize_fileset(fileset, treename=opts["treename"], base_dir=base_dir)
     from distproc.reading import schema_class
 
     schema_class(opts["schema"])  # fail on a bad schema name before starting anything
+    ckpt = None
+    if checkpoint is not None:
+        options = {k: opts[k] for k in _RESULT_OPTIONS}
+        ckpt = open_checkpoint(checkpoint, user_processor, options, fresh=fresh)
     start = time.perf_counter()
     with open_client(cluster, workers=workers) as client:
         dashboard = str(getattr(client, "dashboard_link", "") or "")
@@ -144,6 +165,10 @@ def run(
         preprocess_seconds = time.perf_counter() - start
         if isinstance(processor, DaskModeProcessor):
             trace_on_client(processor, table, schema=opts["schema"], retries=opts["retries"])
+        done = []
+        if ckpt is not None:
+            ckpt = ckpt.plan(table)
+            done = ckpt.covering(s for level in tree_spans(len(table), opts["split_every"]) for s in level)
         graph, partition_keys, final_key = build_graph(
             processor,
             table,
@@ -152,18 +177,25 @@ def run(
             retries=opts["retries"],
             open_files=opts["open_files"],
             local_reads=opts["local_reads"],
+            checkpoint=ckpt,
+            done=done,
         )
-        final, partition_futures = submit_graph(
-            client, graph, partition_keys, final_key, keep_partitions=bool(opts["progress"])
-        )
-        if partition_futures:
-            track(
-                partition_futures,
-                [table.stops[i] - table.starts[i] for i in range(len(table))],
-                enabled=True,
-                dashboard=dashboard,
+        with watch(client) as counts:
+            final, partition_futures = submit_graph(
+                client, graph, partition_keys, final_key, keep_partitions=bool(opts["progress"])
             )
-        reduced: Partial = final.result()
+            if partition_futures:
+                track(
+                    partition_futures,
+                    [table.stops[k[1]] - table.starts[k[1]] for k in partition_keys],
+                    enabled=True,
+                    dashboard=dashboard,
+                )
+            try:
+                reduced: Partial = final.result()
+            except (CancelledError, OSError) as err:
+                raise RunInterrupted(_stopped(err, checkpoint)) from err
+            read(client, counts)
         cluster_repr = repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
     wall = time.perf_counter() - start
     _raise_dask_mode_error(reduced.failures)
@@ -182,6 +214,11 @@ def run(
         cluster=cluster_repr,
         dashboard=dashboard,
         output_conflicts=[c.describe(lambda i: _name(table, i)) for c in conflicts],
+        resumed_partitions=sum(hi - lo for lo, hi in done),
+        workers_lost=counts["workers_lost"],
+        reexecuted_partitions=None
+        if counts["reexecuted"] is None
+        else {_label(table[key[1]]): n for key, n in counts["reexecuted"].items()},
     )
     return RunResult(output=output if output is not None else {}, report=report)
 
@@ -199,3 +236,20 @@ def _raise_dask_mode_error(failures: list[PartitionFailure]) -> None:
         if failure.exception.startswith(prefix):
             msg = f"{failure.exception.removeprefix(prefix)}\n    first raised in {failure.describe()}"
             raise DaskModeError(msg)
+
+
+#: The run options that change a partition's output (the others change only how it is computed).
+_RESULT_OPTIONS = ("schema", "chunksize", "mode")
+
+
+def _label(part: Any) -> str:
+    """A partition as the report names it: dataset, file, tree and entry range."""
+    return f"{part.dataset}: {part.file} [{part.treename}] entries {part.entry_start}-{part.entry_stop}"
+
+
+def _stopped(err: BaseException, checkpoint: str | os.PathLike[str] | None) -> str:
+    """The message of a run that lost its scheduler: what happened and how to resume."""
+    what = f"the run stopped before it finished ({type(err).__name__}: {err})"
+    if checkpoint is None:
+        return f"{what}; no checkpoint was kept, so a rerun starts over"
+    return f"{what}; finished partitions are in the checkpoint {os.fspath(checkpoint)}: rerun to resume"

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from distproc._compat import send_graph, task_ref
-from distproc.engine.graph import post_order
-from distproc.engine.worker import merge
+from distproc.engine.graph import MERGES, post_order
 
 __all__ = ("submit_graph",)
 
@@ -51,10 +50,10 @@ def submit_graph(
     for key, task in graph.items():
         if key in sent:
             continue
-        if task[0] is merge:
-            rest[key] = (merge, [refs.get(k, k) for k in task[1]])
-        else:
-            rest[key] = (task[0], *[refs.get(a, a) if type(a) is str else a for a in task[1:]])
+        args = [refs.get(a, a) if type(a) is str else a for a in task[1:]]
+        if task[0] in MERGES:
+            args[0] = [refs.get(k, k) for k in task[1]]
+        rest[key] = (task[0], *args)
     tail = partition_keys[first:] if keep_partitions else []
     futures = send_graph(client, rest, [final_key, *tail], priority)
     for future in head_futures[: len(shared)] if keep_partitions else head_futures:
