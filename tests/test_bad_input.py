@@ -95,7 +95,14 @@ def test_processor_class_not_found():
 def test_processor_raising_on_one_partition(run, nano_dy, nano_tt, tmp_path):
     proc = distproc.load_processor(f"{PROCS}:MuonPt", {"fail_dataset": "tt"})
     fileset = {"dy": [str(nano_dy)], "tt": [str(nano_tt)]}
-    result = run(fileset, tmp_path, proc=proc, chunksize=50)
+    with pytest.raises(distproc.PartitionError) as info:
+        run(fileset, tmp_path, proc=proc, chunksize=50)
+    assert (info.value.file, info.value.entry_start, info.value.entry_stop) == (str(nano_tt), 0, 50)
+    assert "1 partition failed with ValueError: deliberate failure in tt" in str(info.value)
+    assert "in process" in str(info.value)  # the worker's traceback is in the message
+    assert info.value.report is info.value.result.report
+    assert run(fileset, tmp_path, proc=proc, chunksize=50, allow_failures=True).partial
+    result = info.value.result  # the partial result is not lost
     assert result.partial
     (failure,) = result.report.failures
     assert (failure.dataset, failure.file, failure.entry_start, failure.entry_stop) == (
@@ -138,7 +145,7 @@ def test_cli_partial_run_exits_non_zero_and_saves(nano_tt, tmp_path):
         check=False,
     )
     assert proc.returncode == 1, proc.stderr
-    assert "FAILED tt" in proc.stdout
+    assert "FAILED 1 partition failed with ValueError: deliberate failure in tt" in proc.stdout
     assert "PARTIAL" in proc.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["partial"] is True

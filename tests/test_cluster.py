@@ -38,7 +38,7 @@ def fileset(nano_dy: Path) -> dict[str, list[str]]:
 
 
 def test_every_backend_is_registered() -> None:
-    assert set(backend_names()) == {"local", "address", "gateway", *BATCH_KINDS}
+    assert set(backend_names()) == {"local", "address", "gateway", "inline", *BATCH_KINDS}
 
 
 def test_unknown_kind_lists_valid_kinds() -> None:
@@ -55,7 +55,11 @@ def test_unknown_kind_fails_before_anything_starts(fileset: dict[str, list[str]]
     start = time.monotonic()
     with pytest.raises(distproc.ConfigError, match="Available kinds: 'address', 'gateway', 'htcondor'"):
         distproc.run(
-            object(), fileset, cluster={"kind": "kubernetes"}, progress=False, cache_dir=str(tmp_path)
+            lambda events: {},
+            fileset,
+            cluster={"kind": "kubernetes"},
+            progress=False,
+            cache_dir=str(tmp_path),
         )
     assert time.monotonic() - start < 5
 
@@ -238,7 +242,7 @@ def test_unreachable_scheduler_fails_within_its_timeout(
         distproc.ClusterError, match=r"no Dask scheduler answered at 'tcp://127.0.0.1:1' within 2 s"
     ):
         distproc.run(
-            object(),
+            lambda events: {},
             fileset,
             cluster={"kind": "address", "address": "tcp://127.0.0.1:1", "timeout": 2},
             progress=False,
@@ -295,9 +299,12 @@ def test_gateway_run_equals_local_files_and_shuts_its_cluster_down(
         del gateway._loop_runner  # dask-gateway's __del__ would close it again and raise
     with pytest.raises(distproc.ConfigError, match=r"no cluster option 'worker_gpus'.*'worker_cores'"):
         distproc.run(
-            object(), fileset, cluster={**cluster, "cluster_options": {"worker_gpus": 1}}, progress=False,
+            lambda events: {},
+            fileset,
+            cluster={**cluster, "cluster_options": {"worker_gpus": 1}},
+            progress=False,
             cache_dir=str(tmp_path),
-        )  # fmt: skip
+        )
 
 
 # --- real workers -----------------------------------------------------------------------------------
@@ -438,7 +445,7 @@ def test_tls_scheduler_with_certificates(tmp_path: Path, fileset: dict[str, list
         )
         assert result.output["events"] == {"dy": 40}
         with pytest.raises(distproc.ConfigError, match="'tls_ca_file' is not set"):
-            distproc.run(object(), fileset, cluster=options, progress=False, cache_dir=str(tmp_path))
+            distproc.run(lambda events: {}, fileset, cluster=options, progress=False, cache_dir=str(tmp_path))
 
 
 @pytest.mark.cluster

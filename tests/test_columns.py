@@ -192,7 +192,13 @@ def selected_events(fileset: dict, met_min: float) -> dict[str, np.ndarray]:
 def run(client, fileset, tmp_path, **args):
     proc = distproc.load_processor(f"{PROCS}:MetSkim", {"directory": str(tmp_path / "met"), **args})
     return distproc.run(
-        proc, fileset, cluster=client, chunksize=700, progress=False, cache_dir=str(tmp_path / "cache")
+        proc,
+        fileset,
+        cluster=client,
+        chunksize=700,
+        progress=False,
+        cache_dir=str(tmp_path / "cache"),
+        allow_failures=True,
     )
 
 

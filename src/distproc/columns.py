@@ -47,6 +47,7 @@ __all__ = (
     "ColumnFiles",
     "ColumnWriter",
     "bind_writers",
+    "check_writers_bound",
     "iter_column_files",
     "read_columns",
     "read_manifest",
@@ -421,6 +422,31 @@ def bind_writers(processor: Any, directory: str | os.PathLike[str]) -> list[Colu
             writer.directory = str((Path(directory) / writer.name).resolve())
             bound.append(writer)
     return bound
+
+
+def check_writers_bound(processor: Any) -> None:
+    """Raise :class:`~distproc.exceptions.ConfigError` before a run if a :class:`ColumnWriter` of
+    *processor* has no directory (each partition would fail on it).
+
+    Examples
+    --------
+    >>> class P:
+    ...     def __init__(self):
+    ...         self.writer = ColumnWriter("skim")
+    >>> check_writers_bound(P())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    distproc.exceptions.ConfigError: ColumnWriter 'skim' has no directory: ...
+    """
+    for writer in _writers(vars(processor).values() if hasattr(processor, "__dict__") else ()):
+        if writer.directory is None:
+            msg = (
+                f"ColumnWriter {writer.name!r} has no directory: create it with "
+                f"ColumnWriter({writer.name!r}, directory=...), or bind it to the output directory you "
+                f"will save to with distproc.columns.bind_writers(processor, 'out') (files in "
+                f"out/{writer.name}, as `distproc run --output out` does)"
+            )
+            raise ConfigError(msg, key="directory")
 
 
 def _writers(values: Iterable[Any]) -> Iterator[ColumnWriter]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = (
     "BackendUnavailableError",
@@ -151,6 +152,10 @@ class PartitionError(DistprocError, RuntimeError):
     :class:`~distproc.report.PartitionFailure` in the run report, and a failure surfaced as an
     exception is a ``PartitionError`` with the partition's dataset, file, tree and entry range and the
     worker's traceback as text (the original exception object may not unpickle on the client).
+
+    :func:`distproc.run` raises it after the run when a partition failed (unless ``allow_failures=True``);
+    then ``result`` is the partial :class:`~distproc.report.RunResult` and ``report`` its report, so nothing
+    the run did is lost.
     """
 
     def __init__(
@@ -163,6 +168,7 @@ class PartitionError(DistprocError, RuntimeError):
         entry_start: int,
         entry_stop: int,
         traceback: str = "",
+        result: Any = None,
     ) -> None:
         self.dataset = dataset
         self.file = file
@@ -170,9 +176,12 @@ class PartitionError(DistprocError, RuntimeError):
         self.entry_start = entry_start
         self.entry_stop = entry_stop
         self.traceback = traceback
+        self.result = result
+        self.report = getattr(result, "report", None)
+        shown = f"\ntraceback of the failure:\n{traceback.rstrip()}" if traceback else ""
         super().__init__(
             f"{message}\n    in partition entries {entry_start}-{entry_stop} of tree {treename!r}"
-            f"\n    in file {file}\n    of dataset {dataset!r}"
+            f"\n    in file {file}\n    of dataset {dataset!r}{shown}"
         )
 
 

@@ -25,14 +25,24 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from distproc._paths import atomic_write
 from distproc.report import RunReport, RunResult
 
-__all__ = ("OUTPUT_FILES", "is_category", "iter_hists", "load", "publish", "save", "write_histograms")
+__all__ = (
+    "OUTPUT_FILES",
+    "add_missing_datasets",
+    "is_category",
+    "iter_counters",
+    "iter_hists",
+    "load",
+    "publish",
+    "save",
+    "write_histograms",
+)
 
 #: The files :func:`save` writes, published together.
 OUTPUT_FILES = ("histograms.root", "output.pkl", "report.json")
@@ -49,6 +59,23 @@ def iter_hists(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     elif isinstance(output, Mapping):
         for key, value in output.items():
             yield from iter_hists(value, f"{prefix}/{key}" if prefix else str(key))
+
+
+def iter_counters(output: Any, prefix: str = "") -> Iterator[tuple[str, int | float]]:
+    """Yield ``(name, number)`` for every number in a nested accumulator (event counts, cutflows).
+
+    Examples
+    --------
+    >>> list(iter_counters({"events": 40, "cutflow": {"all": 40, "2 jets": 12}, "h": "not a number"}))
+    [('events', 40), ('cutflow/all', 40), ('cutflow/2 jets', 12)]
+    """
+    import numbers
+
+    if isinstance(output, numbers.Number) and not isinstance(output, bool | complex):
+        yield prefix, output.item() if hasattr(output, "item") else output
+    elif isinstance(output, Mapping):
+        for key, value in output.items():
+            yield from iter_counters(value, f"{prefix}/{key}" if prefix else str(key))
 
 
 def is_category(axis: Any) -> bool:
@@ -78,6 +105,42 @@ def _slices(name: str, h: Any) -> Iterator[tuple[str, Any]]:
         index = {h.axes[i].name or i: v for i, v in zip(cat, combo, strict=True)}
         key = "/".join([name, *(str(v) for v in combo)])
         yield key, h[{k: hist.loc(v) for k, v in index.items()}]
+
+
+def add_missing_datasets(output: Any, datasets: Iterable[str]) -> Any:
+    """Give every histogram of *output* with a growable ``dataset`` category axis all of *datasets*.
+
+    A dataset whose events were all cut away fills nothing, so its category never grows into the axis;
+    a fit or a plot expecting it then fails. Missing datasets are added as empty categories (mappings
+    are updated in place); returns *output*.
+
+    Examples
+    --------
+    >>> import hist
+    >>> h = hist.Hist.new.StrCat([], name="dataset", growth=True).Reg(2, 0, 1, name="x").Weight()
+    >>> out = add_missing_datasets({"x": h.fill(dataset="dy", x=[0.2])}, ["dy", "ttbar"])
+    >>> list(out["x"].axes["dataset"]), out["x"][{"dataset": "ttbar"}].sum().value
+    (['dy', 'ttbar'], 0.0)
+    """
+    import hist
+
+    wanted = list(datasets)
+    if isinstance(output, hist.Hist):
+        names = [ax.name for ax in output.axes]
+        if "dataset" not in names:
+            return output
+        axis = output.axes["dataset"]
+        missing = [d for d in wanted if d not in list(axis)]
+        if not missing or not isinstance(axis, hist.axis.StrCategory) or not axis.traits.growth:
+            return output
+        empty_axis = hist.axis.StrCategory(missing, name="dataset", growth=True)
+        empty_axis.__dict__.update(axis.__dict__)  # the same metadata (label ...), or they do not add
+        axes = [empty_axis if ax.name == "dataset" else ax for ax in output.axes]
+        return output + hist.Hist(*axes, storage=output.storage_type())
+    if isinstance(output, MutableMapping):
+        for key, value in output.items():
+            output[key] = add_missing_datasets(value, wanted)
+    return output
 
 
 def write_histograms(output: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -111,7 +174,9 @@ def write_histograms(output: Any, path: str | os.PathLike[str]) -> dict[str, Any
 
 
 def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
-    """Write ``histograms.root``, ``output.pkl`` and ``report.json`` for *result* into *directory*.
+    """Write ``histograms.root``, ``output.pkl`` and ``report.json`` for *result* into *directory*, and
+    the ``manifest.json`` of each column output (:func:`distproc.columns.write_manifests`, next to its
+    files) that :func:`distproc.columns.read_columns` reads: what ``distproc run`` writes.
 
     The three files are written into a new set directory and published together (:func:`publish`); if
     writing fails, the set published before stays in place and the error propagates.
@@ -124,7 +189,10 @@ def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
     """
     import cloudpickle
 
+    from distproc.columns import write_manifests
+
     directory = Path(directory)
+    write_manifests(result.output)  # next to the column files, as `distproc run` does
     staging = directory / _SETS / f"run-{uuid.uuid4().hex[:12]}"
     staging.mkdir(parents=True)
     try:

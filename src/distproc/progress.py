@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ("track",)
 
 
-def track(futures: Sequence[Any], sizes: Sequence[int], *, enabled: bool, dashboard: str = "") -> None:
+def track(
+    futures: Sequence[Any],
+    sizes: Sequence[int],
+    *,
+    enabled: bool,
+    dashboard: str = "",
+    on_done: Callable[[Any], bool] | None = None,
+) -> None:
     """Wait for every partition future, showing events done and events/s when *enabled*.
 
     Each future is released as soon as it finishes, so its result stays on the workers only until the
-    reduction consumes it.
+    reduction consumes it. *on_done* sees each finished future first; when it returns True, stop waiting.
     """
     from distributed import as_completed
 
@@ -25,7 +32,10 @@ def track(futures: Sequence[Any], sizes: Sequence[int], *, enabled: bool, dashbo
     loop = futures[0].client.loop
     if not enabled:
         for future in as_completed(futures, loop=loop):
+            stop = on_done is not None and on_done(future)
             future.release()
+            if stop:
+                return
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -46,7 +56,10 @@ def track(futures: Sequence[Any], sizes: Sequence[int], *, enabled: bool, dashbo
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("run", total=len(futures), rate="")
         for future in as_completed(futures, loop=loop):
+            stop = on_done is not None and on_done(future)
             done_events += size_of[future.key]
             future.release()
+            if stop:
+                break
             rate = done_events / max(time.perf_counter() - start, 1e-9)
             bar.update(task, advance=1, rate=f"{done_events:,}/{total:,} events, {rate:,.0f} events/s")

@@ -90,12 +90,16 @@ class RunReport:
     #: Partitions executed more than once (a worker died holding or computing them): partition →
     #: executions (``None``: the scheduler could not count).
     reexecuted_partitions: dict[str, int] | None = None
+    #: Why the run stopped before its last partition (its first partitions all failed the same way).
+    stopped_early: str = ""
+    #: Branches coffea's schema left out of ``events``: file → reason → branch names.
+    skipped_branches: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def partial(self) -> bool:
-        """True when some input was not processed (failed partitions or skipped files) or some output
-        could not be added (it is missing from the output)."""
-        return bool(self.failures or self.skipped_files or self.output_conflicts)
+        """True when some input was not processed (failed partitions, skipped files, a run stopped early)
+        or some output could not be added (it is missing from the output)."""
+        return bool(self.failures or self.skipped_files or self.stopped_early or self.output_conflicts)
 
     @property
     def events_per_second(self) -> float:

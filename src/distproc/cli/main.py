@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,9 @@ from distproc.exceptions import DistprocError
 from distproc.io import is_category
 
 __all__ = ("main",)
+
+#: The console summary lists at most this many counters (numbers of the output: counts, cutflows).
+_MAX_COUNTERS = 40
 
 
 #: ``distproc run``'s exit status: complete, partial (outputs written), bad input, stopped (resumable).
@@ -68,12 +70,15 @@ def _describe_axis(axis: Any) -> str:
     return f"{axis.name}[{len(axis)}]"
 
 
-def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | None = None) -> None:
-    """Print the per-dataset table, histogram names, column outputs and failures of a finished run."""
+def print_summary(result: Any, output_dir: Path) -> None:
+    """Print the per-dataset table, histograms, counters and cutflows, column outputs and failures of a
+    finished run."""
     from rich.console import Console
     from rich.table import Table
 
-    from distproc.io import iter_hists
+    from distproc.columns import MANIFEST_NAME, iter_column_files
+    from distproc.engine.failures import describe_failures
+    from distproc.io import iter_counters, iter_hists
 
     report = result.report
     console = Console()
@@ -106,21 +111,29 @@ def print_summary(result: Any, output_dir: Path, manifests: dict[str, Path] | No
         for name, h in hists:
             axes = ", ".join(_describe_axis(ax) for ax in h.axes)
             console.print(f"  {name}: {axes}")
-    if manifests:
-        from distproc.columns import iter_column_files
-
-        files = dict(iter_column_files(result.output))
+    counters = list(iter_counters(result.output))
+    if counters:
+        console.print("counters:")
+        for name, value in counters[:_MAX_COUNTERS]:
+            shown = f"{value:,}" if isinstance(value, int) else f"{value:.6g}"
+            console.print(f"  {name}: {shown}", highlight=False)
+        if len(counters) > _MAX_COUNTERS:
+            console.print(f"  ... and {len(counters) - _MAX_COUNTERS} more (in output.pkl)")
+    columns = list(iter_column_files(result.output))
+    if columns:
         console.print("columns:")
-        for key, manifest in manifests.items():
-            n_files = len(files[key].paths())
-            kind = "ROOT" if files[key].format == "root" else "Parquet"
-            console.print(f"  {key}: {files[key].rows:,} rows in {n_files} {kind} file(s), {manifest}")
-    for failure in report.failures:
-        console.print(f"[red]FAILED[/red] {failure.describe()}")
+        for key, files in columns:
+            kind = "ROOT" if files.format == "root" else "Parquet"
+            manifest = Path(files.directory) / MANIFEST_NAME
+            console.print(f"  {key}: {files.rows:,} rows in {len(files.paths())} {kind} file(s), {manifest}")
+    for line in describe_failures(report.failures, report.stopped_early):
+        console.print(f"[red]FAILED[/red] {line}", soft_wrap=True, highlight=False)
     for skipped in report.skipped_files:
         console.print(f"[red]SKIPPED[/red] {skipped}")
     for conflict in report.output_conflicts:
         console.print(f"[red]NOT ADDED[/red] {conflict}")
+    if report.failures:
+        console.print(f"details: {output_dir / 'report.json'} (each failure's traceback)", highlight=False)
     state = "[red]PARTIAL[/red] " if result.partial else ""
     console.print(f"{state}outputs written to {output_dir}/ (histograms.root, output.pkl, report.json)")
 
@@ -189,14 +202,12 @@ def run_command(
     marked partial in report.json), 2 on a configuration or input error, 3 when the run stopped before
     writing its outputs (interrupted, scheduler lost, outputs not writable): rerun to resume.
     """
-    from distproc.cluster import open_client
-    from distproc.columns import bind_writers, write_manifests
+    from distproc.columns import bind_writers
     from distproc.config import load_config, run_config
     from distproc.engine import run
     from distproc.exceptions import RunInterrupted
     from distproc.io import save
     from distproc.processor import load_processor
-    from distproc.reading import format_skipped, skipped_branches
 
     overrides = {
         "chunksize": chunksize,
@@ -230,18 +241,17 @@ def run_command(
         processor = load_processor(cfg.processor, cfg.processor_args, base_dir=cfg.processor_base)
         bind_writers(processor, out_dir)  # column outputs without a directory go to OUTPUT/<name>
         options = {**cfg.options, **{k: v for k, v in overrides.items() if v is not None}}
-        started = time.time()
-        with open_client(scheduler or cfg.cluster, workers=workers) as client:
-            result = run(
-                processor,
-                cfg.fileset,
-                cluster=client,
-                base_dir=str(cfg.fileset_dir),
-                checkpoint=ckpt_dir,
-                fresh=fresh,
-                **options,
-            )
-            skipped = format_skipped(skipped_branches(client, since=started))
+        result = run(
+            processor,
+            cfg.fileset,
+            cluster=scheduler or cfg.cluster,
+            workers=workers,
+            base_dir=str(cfg.fileset_dir),
+            checkpoint=ckpt_dir,
+            fresh=fresh,
+            allow_failures=True,  # the partial output is written, and the exit status says so
+            **options,
+        )
     except DistprocError as err:
         if isinstance(err, RunInterrupted):
             _stop(str(err), None)
@@ -249,16 +259,13 @@ def run_command(
     except KeyboardInterrupt as err:
         _stop(f"interrupted ({err or 'SIGINT'}) before the run finished", ckpt_dir)
     try:
-        save(result, out_dir)
-        manifests = write_manifests(result.output)
+        save(result, out_dir)  # with the column outputs' manifests
     except OSError as err:
         _stop(
             f"the outputs could not be written to {out_dir} ({err}); the previous outputs are unchanged",
             ckpt_dir,
         )
-    if skipped:
-        click.echo(skipped)
-    print_summary(result, out_dir, manifests)
+    print_summary(result, out_dir)
     sys.exit(EXIT_PARTIAL if result.partial else EXIT_OK)
 
 

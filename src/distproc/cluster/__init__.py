@@ -1,7 +1,8 @@
 """Cluster back-ends: where the workers come from.
 
 ``local`` (default), ``address`` (a running scheduler), the dask-jobqueue batch systems ``slurm``,
-``pbs``, ``sge``, ``lsf`` and ``htcondor``, and ``gateway`` (dask-gateway). :func:`open_client` turns
+``pbs``, ``sge``, ``lsf`` and ``htcondor``, ``gateway`` (dask-gateway), and ``inline`` (no cluster: the
+partitions run one after another in the calling process, for debugging). :func:`open_client` turns
 whatever the user passed as ``cluster=`` into a connected client whose workers run compatible package
 versions (see :mod:`distproc.cluster.versions`). The clusters distproc starts use TLS with a certificate
 made for each run (see :mod:`distproc.cluster.security`).
@@ -14,7 +15,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from distproc.cluster import address, gateway, jobqueue, local  # noqa: F401  (registers the back-ends)
+from distproc.cluster import address, gateway, inline, jobqueue, local  # noqa: F401  (registers the back-ends)
 from distproc.cluster.base import ClusterBackend, backend_names, get_backend, register
 from distproc.cluster.security import InsecureClusterWarning
 from distproc.cluster.versions import check_worker_versions
@@ -56,7 +57,7 @@ def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[
     *cluster* is ``None`` (a LocalCluster of *workers* processes, default one per core), a scheduler
     address (``tcp://…``, ``tls://…``), a kind name (``"local"``, ``"slurm"``, …), a mapping
     ``{"kind": ..., **options}``, a :class:`ClusterBackend`, or an existing :class:`distributed.Client`
-    (used as is and left open).
+    (used as is and left open). For ``"inline"`` it yields ``None``: there is no cluster.
 
     Before yielding, the connected workers' package versions are compared with this process's
     (:func:`~distproc.cluster.versions.check_worker_versions`); an incompatible worker raises
@@ -82,8 +83,12 @@ def open_client(cluster: Any = None, *, workers: int | None = None) -> Iterator[
             f"ClusterBackend or a distributed.Client; got {type(cluster).__name__}"
         )
         raise ConfigError(msg, key="cluster")
-    with backend.client() as client, _checked(client):
-        yield client
+    with backend.client() as client:
+        if client is None:  # ``inline``: no cluster, the engine runs the partitions in this process
+            yield None
+            return
+        with _checked(client):
+            yield client
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,22 +75,52 @@ class LocalBackend(ClusterBackend):
         if not self.tls:
             warn_insecure(self.name)
         n = self.config["workers"] or os.cpu_count() or 1
-        with dask.config.set(worker_settings()):
-            cluster = LocalCluster(
-                n_workers=int(n),
-                threads_per_worker=int(self.config["threads_per_worker"]),
-                processes=True,
-                host="127.0.0.1",
-                protocol="tls://" if self.tls else "tcp://",
-                security=security,
-                memory_limit=self.config["memory_limit"],
-                dashboard_address=self.config["dashboard_address"],
-            )
-        try:
-            with registered(cluster.scheduler_address, security), Client(cluster) as client:
-                yield client
-        finally:
-            _close(cluster)
+        with _main_not_rerun():
+            with dask.config.set(worker_settings()):
+                cluster = LocalCluster(
+                    n_workers=int(n),
+                    threads_per_worker=int(self.config["threads_per_worker"]),
+                    processes=True,
+                    host="127.0.0.1",
+                    protocol="tls://" if self.tls else "tcp://",
+                    security=security,
+                    memory_limit=self.config["memory_limit"],
+                    dashboard_address=self.config["dashboard_address"],
+                )
+            try:
+                with registered(cluster.scheduler_address, security), Client(cluster) as client:
+                    yield client
+            finally:
+                _close(cluster)
+
+
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """While open, worker processes started by multiprocessing's ``spawn`` do not run ``__main__`` again.
+
+    ``spawn`` starts each nanny's worker as a fresh interpreter and, so that pickles referring to
+    ``__main__`` resolve, first runs the parent's main script in it (as ``__mp_main__``). A script
+    calling ``distproc.run`` at top level, without ``if __name__ == "__main__":``, then starts a cluster
+    inside each worker while it bootstraps: multiprocessing raises and the run hangs. multiprocessing
+    itself skips that step when ``__main__``'s module spec is named ``"__main__"`` (as for ``python -c``,
+    the interactive interpreter and ``python -m pkg``), so that is what ``__main__`` says while the cluster
+    is open (restarted workers included); the user's spec is put back afterwards. Workers need nothing
+    from the script: the processor travels pickled by value (cloudpickle) and distributed pickles other
+    ``__main__`` objects by value too. Launching the workers as separate commands instead would lose the
+    nannies' restarts and the in-memory TLS certificate of the run.
+    """
+    import importlib.machinery
+
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main.__spec__, "name", None) == "__main__":
+        yield
+        return
+    saved = main.__spec__
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = saved
 
 
 def _close(cluster: Any) -> None:

@@ -9,24 +9,30 @@ the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and asse
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import CancelledError
 from typing import Any
 
 from distproc.cluster import open_client
+from distproc.columns import check_writers_bound
 from distproc.config import resolve_run_options
 from distproc.engine.checkpoint import open_checkpoint
 from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
+from distproc.engine.failures import RepeatWatch, raise_failed
 from distproc.engine.graph import build_graph, tree_spans
+from distproc.engine.inline import run_inline
 from distproc.engine.ledger import read, watch
 from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
-from distproc.engine.worker import Partial
+from distproc.engine.worker import Partial, merge
 from distproc.exceptions import ConfigError, DaskModeError, RunInterrupted
 from distproc.fileset import normalize_fileset
+from distproc.io import add_missing_datasets
 from distproc.partitioning import PartitionTable, plan_partitions
 from distproc.progress import track
+from distproc.reading import format_skipped, skipped_branches
 from distproc.report import PartitionFailure, RunReport, RunResult
 
 __all__ = ("run",)
@@ -53,6 +59,7 @@ def run(
     mode: str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     fresh: bool = False,
+    allow_failures: bool = False,
 ) -> RunResult:
     """Run *processor* over *fileset* on a Dask cluster and return the reduced output and a report.
 
@@ -66,18 +73,33 @@ def run(
     cluster
         ``None`` (a LocalCluster with *workers* processes, default one per core), a scheduler address
         (``tcp://…``/``tls://…``), a :class:`distributed.Client`, a cluster kind name or a mapping
-        ``{"kind": ..., **options}`` (see :mod:`distproc.cluster`).
+        ``{"kind": ..., **options}`` (see :mod:`distproc.cluster`). ``"inline"`` runs the partitions one
+        after another in this process and thread, so ``breakpoint()`` in ``process()`` works (no
+        checkpoint is kept).
+    workers
+        Worker processes of the local cluster (default one per core; other kinds ignore it).
     chunksize
         Events per partition (default 100 000).
     max_chunks
         At most this many partitions per dataset (quick tests).
     schema
         ``"nanoaod"`` (default), ``"physlite"`` or ``"base"`` (flat ntuples).
+    treename
+        The tree read where the fileset names none (default ``"Events"``).
     split_every
         Fan-in of the tree reduction on the workers (default 8).
+    retries
+        Retries of a transient read error, with exponential back-off (default 3).
     skip_bad_files
         Skip unreadable files (listed in the report, result marked partial) instead of raising; or a list
         of exception type names (``["OSError"]``): skip only files whose error is one of them.
+    cache_dir
+        Where the preprocessing cache (entries per file) lives (default ``$DISTPROC_CACHE_DIR`` or
+        ``~/.cache/distproc``).
+    progress
+        Show a progress bar on stderr (default: when stderr is a terminal).
+    base_dir
+        Where the fileset's relative file paths resolve (default the current directory).
     open_files
         Input files each worker process keeps open for the run's next partitions of them (default 4;
         0: reopen the file for every partition).
@@ -96,16 +118,27 @@ def run(
         result-changing options raises :class:`~distproc.engine.checkpoint.CheckpointError`.
     fresh
         Discard what *checkpoint* holds and start over.
+    allow_failures
+        ``False`` (default): when a partition failed, raise :class:`~distproc.exceptions.PartitionError`
+        after the run, with the partial result as its ``result``. ``True``: return the partial result
+        (``result.partial`` is true, the failures are in ``report.failures``).
 
-    Unset options fall back to ``DISTPROC_*`` environment variables, then to the shipped defaults
+    Unset run options (all but *cluster*, *workers*, *base_dir*, *checkpoint*, *fresh* and
+    *allow_failures*) fall back to ``DISTPROC_*`` environment variables, then to the shipped defaults
     (see :mod:`distproc.config`).
+
+    When the first partitions to finish all fail with the same exception (a typo in ``process()``), the
+    run stops early: the other partitions are cancelled and ``report.stopped_early`` says so. Branches
+    the schema left out of ``events`` are summarised once on stderr and listed in
+    ``report.skipped_branches``.
 
     Returns
     -------
     RunResult
-        ``output`` (after ``processor.postprocess``) and ``report``. If a partition raised, the others
-        still ran: the failure is in ``report.failures`` and ``result.partial`` is true. An output that
-        cannot be added across partitions is left out and named in ``report.output_conflicts``.
+        ``output`` (after ``processor.postprocess``) and ``report``. Histograms with a growable
+        ``dataset`` category axis list every dataset of *fileset*, also one whose events were all cut
+        away (an empty category). An output that cannot be added across partitions is left out and
+        named in ``report.output_conflicts``.
 
     Raises
     ------
@@ -115,6 +148,9 @@ def run(
     RunInterrupted
         The connection to the scheduler was lost before the run finished (with a *checkpoint*, a rerun
         resumes).
+    PartitionError
+        A partition failed (unless *allow_failures*); it names the first failure's file and entries and
+        groups identical failures. In ``"inline"`` mode its cause is the processor's own exception.
 
     Examples
     --------
@@ -146,12 +182,16 @@ def run(
     from distproc.reading import schema_class
 
     schema_class(opts["schema"])  # fail on a bad schema name before starting anything
+    check_writers_bound(processor)
     ckpt = None
     if checkpoint is not None:
         options = {k: opts[k] for k in _RESULT_OPTIONS}
         ckpt = open_checkpoint(checkpoint, user_processor, options, fresh=fresh)
-    start = time.perf_counter()
+    start, since = time.perf_counter(), time.time()
+    error: Exception | None = None
     with open_client(cluster, workers=workers) as client:
+        if client is None:
+            ckpt = None  # ``inline``, for debugging: no checkpoint
         dashboard = str(getattr(client, "dashboard_link", "") or "")
         table, bad_files = plan_partitions(
             datasets,
@@ -180,26 +220,25 @@ def run(
             checkpoint=ckpt,
             done=done,
         )
-        with watch(client) as counts:
-            final, partition_futures = submit_graph(
-                client, graph, partition_keys, final_key, keep_partitions=bool(opts["progress"])
+        repeats = RepeatWatch(len(partition_keys))
+        if client is None:
+            reduced, error = run_inline(
+                processor, graph, partition_keys, repeats, stop_at_first=not allow_failures
             )
-            if partition_futures:
-                track(
-                    partition_futures,
-                    [table.stops[k[1]] - table.starts[k[1]] for k in partition_keys],
-                    enabled=True,
-                    dashboard=dashboard,
-                )
-            try:
-                reduced: Partial = final.result()
-            except (CancelledError, OSError) as err:
-                raise RunInterrupted(_stopped(err, checkpoint)) from err
-            read(client, counts)
-        cluster_repr = repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
+            counts: dict[str, Any] = {"workers_lost": 0, "reexecuted": {}}
+            cluster_repr = "inline (this process)"
+        else:
+            with watch(client) as counts:
+                reduced = _compute(client, graph, partition_keys, final_key, table, repeats, opts, checkpoint)
+                read(client, counts)
+            cluster_repr = (
+                repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
+            )
+        skipped = skipped_branches(client, since=since)
     wall = time.perf_counter() - start
     _raise_dask_mode_error(reduced.failures)
     output, conflicts = pop_conflicts(reduced.output)
+    output = add_missing_datasets(output, datasets)  # a dataset all cut away stays on the axis
     if output is not None and hasattr(processor, "postprocess"):
         post = processor.postprocess(output)
         output = output if post is None else post
@@ -219,8 +258,51 @@ def run(
         reexecuted_partitions=None
         if counts["reexecuted"] is None
         else {_label(table[key[1]]): n for key, n in counts["reexecuted"].items()},
+        stopped_early=repeats.reason(),
+        skipped_branches=skipped,
     )
-    return RunResult(output=output if output is not None else {}, report=report)
+    note = format_skipped(skipped)
+    if note:
+        sys.stderr.write(f"{note}\n")
+    result = RunResult(output=output if output is not None else {}, report=report)
+    if not allow_failures:
+        raise_failed(result, cause=error)
+    return result
+
+
+def _compute(
+    client: Any,
+    graph: dict[Any, Any],
+    partition_keys: list[Any],
+    final_key: Any,
+    table: PartitionTable,
+    repeats: RepeatWatch,
+    opts: Mapping[str, Any],
+    checkpoint: str | os.PathLike[str] | None,
+) -> Partial:
+    """Run *graph* on *client*'s cluster: the reduced output, or, when *repeats* stops the run, the
+    merged partitions it saw (the rest is cancelled)."""
+
+    def see(future: Any) -> bool:
+        return repeats.watching and repeats.see(future.result())
+
+    progress = bool(opts["progress"])
+    final, partition_futures = submit_graph(
+        client, graph, partition_keys, final_key, keep_partitions=progress, watch=repeats.threshold
+    )
+    keys = partition_keys[: len(partition_futures)]
+    sizes = [table.stops[k[1]] - table.starts[k[1]] for k in keys]
+    dashboard = str(getattr(client, "dashboard_link", "") or "")
+    track(partition_futures, sizes, enabled=progress, dashboard=dashboard, on_done=see)
+    if repeats.stop:
+        for future in partition_futures:  # released already when done: release is idempotent
+            future.release()
+        final.cancel()  # the scheduler forgets every task nothing else wants, running ones included
+        return merge(repeats.seen)
+    try:
+        return final.result()
+    except (CancelledError, OSError) as err:
+        raise RunInterrupted(_stopped(err, checkpoint)) from err
 
 
 def _name(table: PartitionTable, i: int) -> str:

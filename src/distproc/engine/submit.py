@@ -20,10 +20,17 @@ _FIRST_BATCH_MIN = 16
 
 
 def submit_graph(
-    client: Any, graph: dict[Any, Any], partition_keys: list[Any], final_key: Any, *, keep_partitions: bool
+    client: Any,
+    graph: dict[Any, Any],
+    partition_keys: list[Any],
+    final_key: Any,
+    *,
+    keep_partitions: bool,
+    watch: int = 0,
 ) -> tuple[Any, list[Any]]:
     """Send a :func:`~distproc.engine.graph.build_graph` graph to the scheduler; returns the final future
-    and, with *keep_partitions*, one future per partition (for progress; release each once done).
+    and, with *keep_partitions*, one future per partition (for progress; release each once done), else
+    one for each of the first *watch* partitions (to see how they ended).
 
     A big job goes as two graphs: the shared keys and the first few partitions, which workers start on at
     once, then the rest (partitions and the reduction, which refers to the first graph's keys). The
@@ -35,10 +42,9 @@ def submit_graph(
     priority = post_order(graph, final_key)
     threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
     first = max(_FIRST_BATCH_MIN, _FIRST_BATCH_PER_THREAD * threads)
+    kept = len(partition_keys) if keep_partitions else min(watch, first)
     if len(partition_keys) <= 2 * first:
-        futures = send_graph(
-            client, graph, [final_key, *(partition_keys if keep_partitions else ())], priority
-        )
+        futures = send_graph(client, graph, [final_key, *partition_keys[:kept]], priority)
         return futures[0], futures[1:]
     shared = [k for k in graph if isinstance(k, str)]
     head = partition_keys[:first]
@@ -56,6 +62,6 @@ def submit_graph(
         rest[key] = (task[0], *args)
     tail = partition_keys[first:] if keep_partitions else []
     futures = send_graph(client, rest, [final_key, *tail], priority)
-    for future in head_futures[: len(shared)] if keep_partitions else head_futures:
+    for future in head_futures[: len(shared)] + head_futures[len(shared) + kept :]:
         future.release()
-    return futures[0], [*head_futures[len(shared) :], *futures[1:]] if keep_partitions else []
+    return futures[0], [*head_futures[len(shared) : len(shared) + kept], *futures[1:]]

@@ -16,6 +16,7 @@ from typing import Any
 from distproc.allocator import tune_malloc
 from distproc.engine.merge import add_outputs
 from distproc.engine.state import WORKER, active, close_quietly
+from distproc.missing_field import missing_field_message
 from distproc.partitioning import PartitionTable
 from distproc.report import PartitionFailure, PartitionStat
 
@@ -50,10 +51,26 @@ def _worker_name() -> str:
         return "client"
 
 
-def process_partition(proc: tuple[str, bytes, WorkerOptions], table: PartitionTable, i: int) -> Partial:
+def _message(err: Exception, events: Any) -> str:
+    """*err*'s message, with the collection and near misses of a misspelled field."""
+    try:
+        return missing_field_message(err, events) or str(err)
+    except Exception:  # noqa: BLE001  (a better message is a bonus: never lose the failure for it)
+        return str(err)
+
+
+def process_partition(
+    proc: tuple[str, bytes, WorkerOptions],
+    table: PartitionTable,
+    i: int,
+    errors: list[Exception] | None = None,
+) -> Partial:
     """Read partition *i* of *table*, run the processor on it, and never raise: failures are recorded.
 
     *proc* is ``(run token, cloudpickled processor, options)``, one graph key shipped once per worker.
+    A run in this process (:mod:`~distproc.engine.inline`) passes *errors* to get the exception itself
+    too, with its traceback for a debugger. A misspelled field's message names the collection and the
+    near misses (:func:`~distproc.missing_field.missing_field_message`).
     The file stays open on this worker for the run's next partition of it (opening a file and reading
     its tree's metadata again cost as much as a tenth of a partition); it is closed if anything fails.
     """
@@ -64,7 +81,7 @@ def process_partition(proc: tuple[str, bytes, WorkerOptions], table: PartitionTa
     start = time.perf_counter()
     token, payload, options = proc
     state = WORKER.run_state(token, open_files=options.open_files)
-    file = None
+    file = events = None
     with active(state):
         try:
             processor = state.processor(payload)
@@ -84,17 +101,19 @@ def process_partition(proc: tuple[str, bytes, WorkerOptions], table: PartitionTa
             file.file.array_cache = None  # each partition's arrays are read once: do not keep them around
             output = _call(processor, events)
             bytes_read = int(file.file.source.num_requested_bytes) - before
-            del events
+            events = None  # free the partition's arrays now
         except Exception as err:  # noqa: BLE001  (one bad partition must not lose the others)
             if file is not None:
                 close_quietly(file)
+            if errors is not None:
+                errors.append(err)
             failure = PartitionFailure(
                 dataset=part.dataset,
                 file=part.file,
                 treename=part.treename,
                 entry_start=part.entry_start,
                 entry_stop=part.entry_stop,
-                exception=f"{type(err).__name__}: {err}",
+                exception=f"{type(err).__name__}: {_message(err, events)}",
                 traceback=traceback.format_exc(),
                 worker=_worker_name(),
             )
