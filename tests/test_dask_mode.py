@@ -150,7 +150,7 @@ def test_only_touched_branches_are_read(nano_dy, tmp_path, monkeypatch):
 
 def test_processor_exception_names_its_partitions(client, nano_fileset, tmp_path):
     proc = distproc.load_processor(f"{PROCS}:MuonCutflow", {"fail_dataset": "dy"})
-    result = _run(proc, nano_fileset, tmp_path, cluster=client)
+    result = _run(proc, nano_fileset, tmp_path, cluster=client, allow_failures=True)
     assert result.partial
     assert set(result.output) == {"tt"}  # the other dataset is complete
     assert result.output["tt"]["cutflow"]["all"] == 200
@@ -171,7 +171,7 @@ def test_read_errors_are_recorded_per_partition(client, nano_dy, nano_tt, tmp_pa
         "tt": {"files": {str(nano_tt): {"object_path": "Events", "steps": [[0, 100], [100, 200]]}}},
     }
     proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
-    result = _run(proc, fileset, tmp_path, cluster=client)
+    result = _run(proc, fileset, tmp_path, cluster=client, allow_failures=True)
     assert result.partial
     assert result.output["tt"]["cutflow"]["all"] == 200
     assert sorted((f.file, f.entry_start, f.entry_stop) for f in result.report.failures) == [

@@ -181,7 +181,9 @@ class Checkpoint:
         fs, root = self._fs()
         final = f"{root}/entries/{self.entry_name(lo, hi)}"
         tmp = f"{root}/entries/.{uuid.uuid4().hex[:12]}.tmp"
-        data = pickle.dumps(partial, protocol=pickle.HIGHEST_PROTOCOL)
+        import cloudpickle  # outputs may hold behaviour lambdas (dask mode, vector) that pickle refuses
+
+        data = cloudpickle.dumps(partial, protocol=pickle.HIGHEST_PROTOCOL)
         if not is_remote(self.url):
             with atomic_write(final) as path:
                 path.write_bytes(data)
@@ -317,7 +319,7 @@ def _save_quietly(checkpoint: Checkpoint, lo: int, hi: int, partial: Partial) ->
     """Save an entry; a checkpoint that cannot be written costs the resume, not the run."""
     try:
         checkpoint.save(lo, hi, partial)
-    except OSError as err:
+    except (OSError, pickle.PicklingError, TypeError) as err:
         warnings.warn(f"checkpoint entry {lo}-{hi} not written to {checkpoint.url}: {err}", stacklevel=2)
         return False
     return True
