@@ -14,16 +14,11 @@ action=${1:?usage: xrootd.sh start DIR PORT [FILE...] | stop DIR}
 dir=${2:?usage: xrootd.sh start DIR PORT [FILE...] | stop DIR}
 pidfile=$dir/run/xrootd.pid
 
+# shellcheck source=pidfile.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pidfile.sh"
+
 if [[ $action == stop ]]; then
-  if [[ -f $pidfile ]]; then
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid"
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-    fi
-    rm -f "$pidfile"
-  fi
+  stop_pidfile "$pidfile"
   exit 0
 fi
 [[ $action == start ]] || { echo "usage: xrootd.sh start DIR PORT [FILE...] | stop DIR" >&2; exit 2; }
