@@ -27,8 +27,12 @@ def test_pbs_run_through_qsub_equals_local_run(
     fileset: dict[str, list[str]],
     local_reference: dict[str, Any],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert shutil.which("qsub") == str(torque_commands / "qsub")
+    # The wrappers' qsub ignores the job script's `#PBS -o/-e` (a real PBS honours them) and writes the job
+    # logs to the submitting directory: submit from the test's own.
+    monkeypatch.chdir(tmp_path)
     backend = get_backend(**_slurm(slurm_cluster, kind="pbs", jobs=2))
     with backend.client() as client:
         assert type(client.cluster).__name__ == "PBSCluster"

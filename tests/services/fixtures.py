@@ -128,9 +128,12 @@ def sge_cluster() -> Iterator[SGE]:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def torque_commands(slurm_cluster: Slurm) -> Iterator[Path]:
-    """The directory of Slurm's Torque wrappers, first on ``PATH`` for the whole session."""
+    """The directory of Slurm's Torque wrappers, first on ``PATH`` for the tests of one module.
+
+    Not for the session: the wrappers' ``qsub``/``qstat`` would shadow Grid Engine's in the ``sge`` tests.
+    """
     directory = Path(tempfile.mkdtemp(prefix="distproc-torque-"))
     try:
         bin_dir = install_torque_wrappers(directory)

@@ -12,6 +12,8 @@
 # Environment: SGE_QMASTER_PORT (default 6444), SGE_EXECD_PORT (6445), SGE_SLOTS (8).
 # Jobs run as the submitting user; root, as in CI, is allowed by lowering min_uid/min_gid to 0.
 set -euo pipefail
+# Grid Engine's own client commands, whatever else on PATH is called qsub/qstat (Slurm's Torque wrappers).
+export PATH=/usr/bin:/usr/sbin:$PATH
 
 action=${1:?usage: sge.sh start|stop DIR}
 dir=${2:?usage: sge.sh start|stop DIR}
@@ -119,5 +121,5 @@ for _ in $(seq 150); do
 done
 echo "the Grid Engine execution host did not come up:" >&2
 qstat -f >&2 || true
-tail -n 20 "$spool/qmaster/messages" >&2 || true
+tail -n 20 "$spool/qmaster/messages" "$spool/execd/localhost/messages" >&2 || true
 exit 1
