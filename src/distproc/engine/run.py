@@ -9,6 +9,7 @@ the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and asse
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import CancelledError
@@ -18,7 +19,8 @@ from distproc.cluster import open_client
 from distproc.config import resolve_run_options
 from distproc.engine.checkpoint import open_checkpoint
 from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
-from distproc.engine.graph import build_graph, tree_spans
+from distproc.engine.failures import wait_for_result
+from distproc.engine.graph import build_graph, graph_token, tree_spans
 from distproc.engine.ledger import read, watch
 from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
@@ -53,6 +55,8 @@ def run(
     mode: str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     fresh: bool = False,
+    max_attempts: int | None = None,
+    no_workers_timeout: float | None = None,
 ) -> RunResult:
     """Run *processor* over *fileset* on a Dask cluster and return the reduced output and a report.
 
@@ -96,6 +100,12 @@ def run(
         result-changing options raises :class:`~distproc.engine.checkpoint.CheckpointError`.
     fresh
         Discard what *checkpoint* holds and start over.
+    max_attempts
+        A partition whose worker dies (memory, a crash in a library, killed) is retried alone, and
+        recorded as failed (with the reason) after this many deaths (default 3); the run goes on.
+    no_workers_timeout
+        Seconds without any worker before the run stops with :class:`~distproc.exceptions.RunStopped`
+        (default 300).
 
     Unset options fall back to ``DISTPROC_*`` environment variables, then to the shipped defaults
     (see :mod:`distproc.config`).
@@ -135,6 +145,8 @@ def run(
         open_files=open_files,
         local_reads=local_reads,
         mode=mode,
+        max_attempts=max_attempts,
+        no_workers_timeout=no_workers_timeout,
     )
     if not callable(getattr(processor, "process", processor)):
         msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
@@ -184,17 +196,27 @@ def run(
             final, partition_futures = submit_graph(
                 client, graph, partition_keys, final_key, keep_partitions=bool(opts["progress"])
             )
-            if partition_futures:
-                track(
-                    partition_futures,
-                    [table.stops[k[1]] - table.starts[k[1]] for k in partition_keys],
-                    enabled=True,
-                    dashboard=dashboard,
-                )
+            progress_thread = threading.Thread(
+                target=track,
+                args=(partition_futures, [table.stops[k[1]] - table.starts[k[1]] for k in partition_keys]),
+                kwargs={"enabled": True, "dashboard": dashboard},
+                daemon=True,
+            )
+            if partition_futures:  # progress from a thread: the wait below watches for dead workers
+                progress_thread.start()
             try:
-                reduced: Partial = final.result()
+                reduced: Partial = wait_for_result(
+                    client,
+                    final,
+                    token=graph_token(final_key),
+                    partition_keys=partition_keys,
+                    max_attempts=opts["max_attempts"],
+                    no_workers_timeout=opts["no_workers_timeout"],
+                )
             except (CancelledError, OSError) as err:
                 raise RunInterrupted(_stopped(err, checkpoint)) from err
+            if partition_futures:
+                progress_thread.join()
             read(client, counts)
         cluster_repr = repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
     wall = time.perf_counter() - start

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distproc.allocator import tune_malloc
+from distproc.engine.failures import failure, intercept
 from distproc.engine.merge import add_outputs
 from distproc.engine.state import WORKER, active, close_quietly
 from distproc.partitioning import PartitionTable
@@ -60,6 +61,9 @@ def process_partition(proc: tuple[str, bytes, WorkerOptions], table: PartitionTa
     from distproc.reading import partition_events
 
     tune_malloc()
+    decided = intercept(proc, table, i)
+    if decided is not None:
+        return decided
     part = table[i]
     start = time.perf_counter()
     token, payload, options = proc
@@ -88,17 +92,8 @@ def process_partition(proc: tuple[str, bytes, WorkerOptions], table: PartitionTa
         except Exception as err:  # noqa: BLE001  (one bad partition must not lose the others)
             if file is not None:
                 close_quietly(file)
-            failure = PartitionFailure(
-                dataset=part.dataset,
-                file=part.file,
-                treename=part.treename,
-                entry_start=part.entry_start,
-                entry_stop=part.entry_stop,
-                exception=f"{type(err).__name__}: {err}",
-                traceback=traceback.format_exc(),
-                worker=_worker_name(),
-            )
-            return Partial(failures=[failure])
+            exception = f"{type(err).__name__}: {err}"
+            return failure(table, i, exception, traceback.format_exc(), _worker_name())
     state.keep_file(part.file, file)
     stat = PartitionStat(
         index=i,
