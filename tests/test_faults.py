@@ -164,7 +164,7 @@ def test_bad_cluster_setting_exits_2_naming_it(tmp_path, nano_dy, setting, culpr
     lines = ran.stderr.strip().splitlines()
     assert len(lines) == 1, ran.stderr
     assert culprit in lines[0]
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "histograms.root").exists()
 
 
 def test_misspelled_scheduler_flag_exits_2(tmp_path, nano_dy):
