@@ -19,6 +19,7 @@ EXPECTED = (
     "RunConfig",
     "RunReport",
     "RunResult",
+    "RunStopped",
     "Scale",
     "ShapeVariations",
     "Smear",

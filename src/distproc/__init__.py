@@ -40,6 +40,7 @@ from distproc.exceptions import (
     PartitionError,
     ProcessorLoadError,
     ReadError,
+    RunStopped,
     SystematicsError,
 )
 from distproc.inference import OnnxModel
@@ -76,6 +77,7 @@ __all__ = (
     "RunConfig",
     "RunReport",
     "RunResult",
+    "RunStopped",
     "Scale",
     "ShapeVariations",
     "Smear",

@@ -18,6 +18,7 @@ __all__ = (
     "CHECKED_WITH",
     "awkward_error_context",
     "forget_gateway_loop",
+    "retry_erred",
     "schema_with_form",
     "send_graph",
     "task_ref",
@@ -54,6 +55,20 @@ def send_graph(client: Any, graph: dict[Any, Any], keys: list[Any], priority: Ma
         fifo_timeout="60s",  # what client.get passes: both graphs of a run share one generation
     )
     return [futures[k] for k in keys]
+
+
+def retry_erred(client: Any, future: Any) -> None:
+    """``client.retry([future])``: run *future*'s erred task again, with its erred dependencies.
+
+    Private: the scheduler's ``retry`` handler, then ``client.futures[key].retry()`` for the keys this
+    client holds. ``Client.retry`` itself fails with a ``KeyError`` when an erred dependency is not a future
+    of the client (a partition task under a reduction). Missing: the ``AttributeError`` says which.
+    """
+    keys = client.sync(client.scheduler.retry, keys=[future.key], client=client.id)
+    for key in keys:
+        state = client.futures.get(key)
+        if state is not None:
+            state.retry()
 
 
 def task_ref(key: Any) -> Any:

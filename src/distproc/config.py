@@ -42,8 +42,18 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "open_files": (int,),
     "local_reads": (str,),
     "mode": (str,),
+    "max_attempts": (int,),
+    "no_workers_timeout": (int, float),
 }
-_MINIMUM = {"chunksize": 1, "max_chunks": 1, "split_every": 2, "retries": 0, "open_files": 0}
+_MINIMUM = {
+    "chunksize": 1,
+    "max_chunks": 1,
+    "split_every": 2,
+    "retries": 0,
+    "open_files": 0,
+    "max_attempts": 1,
+    "no_workers_timeout": 1,
+}
 #: Options with a fixed set of values.
 _CHOICES = {"local_reads": ("thread", "fsspec"), "mode": ("partition", "dask")}
 #: Keys of a run YAML besides the run options.

@@ -41,6 +41,7 @@ __all__ = (
     "ProcessorLoadError",
     "ReadError",
     "RunInterrupted",
+    "RunStopped",
     "SystematicsError",
     "format_options",
     "near_misses",
@@ -192,6 +193,13 @@ class DaskModeError(DistprocError, TypeError):
     def __init__(self, message: str, *, output: str | None = None) -> None:
         self.output = output
         super().__init__(message)
+
+
+class RunStopped(RunInterrupted):
+    """A run stopped before its end (e.g. no worker left for ``no_workers_timeout`` seconds).
+
+    What was finished is kept (in the checkpoint, where one is written); the message says how to resume.
+    """
 
 
 class ProcessorLoadError(DistprocError, ImportError):

@@ -40,11 +40,13 @@ def _backend_for(cluster: Any, workers: int | None) -> ClusterBackend | None:
     if isinstance(cluster, str):
         if "://" in cluster:
             return get_backend("address", address=cluster)
-        return get_backend(cluster, **({"workers": workers} if workers and cluster == "local" else {}))
+        return get_backend(
+            cluster, **({"workers": workers} if workers is not None and cluster == "local" else {})
+        )
     if isinstance(cluster, Mapping):
         options = dict(cluster)
         kind = options.pop("kind", "local")
-        if workers and kind == "local":
+        if workers is not None and kind == "local":
             options.setdefault("workers", workers)
         return get_backend(kind, **options)
     return None

@@ -13,7 +13,7 @@ from typing import Any
 
 from distproc.cluster.base import ClusterBackend, register
 from distproc.cluster.security import InsecureClusterWarning, is_loopback, known_security
-from distproc.exceptions import ClusterError, ConfigError
+from distproc.exceptions import ClusterError, ConfigError, format_options
 
 
 @register
@@ -23,6 +23,22 @@ class AddressBackend(ClusterBackend):
     name = "address"
     options = {"address": None, "timeout": 10, "tls_ca_file": None, "tls_cert": None, "tls_key": None}
     required = ("address",)
+    #: Schemes a Dask scheduler address may have.
+    schemes = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        address, timeout = str(self.config["address"]), self.config["timeout"]
+        scheme = address.split("://", 1)[0] if "://" in address else ""
+        if scheme not in self.schemes:
+            msg = (
+                f"scheduler address {address!r} has no valid scheme ({scheme or 'none'!r}). "
+                f"{format_options(scheme, self.schemes, 'schemes')}"
+            )
+            raise ConfigError(msg, key="cluster.address")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            msg = f"cluster option 'timeout' must be a number of seconds above 0, got {timeout!r}"
+            raise ConfigError(msg, key="cluster.timeout")
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[Any]:

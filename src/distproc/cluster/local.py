@@ -12,6 +12,7 @@ from typing import Any
 from distproc.allocator import worker_environ
 from distproc.cluster.base import ClusterBackend, register
 from distproc.cluster.security import TLS_OPTIONS, registered, use_tls, warn_insecure
+from distproc.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ _QUIETER = {
     "distributed.admin.tick.interval": ("20ms", "500ms"),
     "distributed.worker.profile.interval": ("10ms", "100ms"),
     "distributed.admin.system-monitor.interval": ("500ms", "1s"),
+    # a worker's death is reported at once: distproc retries the partition alone and counts attempts
+    # itself (max_attempts, distproc.engine.failures) instead of blaming whatever ran on the worker
+    "distributed.scheduler.allowed-failures": (3, 0),
 }
 
 
@@ -63,6 +67,12 @@ class LocalBackend(ClusterBackend):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        for key in ("workers", "threads_per_worker"):
+            count = self.config[key]
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+                msg = f"cluster option {key!r} must be a whole number of at least 1, got {count!r}"
+                raise ConfigError(msg, key=f"cluster.{key}")
+        check_memory_limit(self.config["memory_limit"])
         self.tls = use_tls(self.name, self.config["security"], self.config["protocol"])
 
     @contextlib.contextmanager
@@ -121,6 +131,41 @@ def _main_not_rerun() -> Iterator[None]:
         yield
     finally:
         main.__spec__ = saved
+
+
+def check_memory_limit(limit: Any) -> None:
+    """Raise :class:`ConfigError` unless *limit* is a worker memory limit Dask understands.
+
+    ``"auto"``, ``0``/``None`` (no limit), a byte count, a size (``"1.5 GB"``) or a fraction of the
+    machine's memory (``0.5``).
+
+    Examples
+    --------
+    >>> from distproc.cluster.local import check_memory_limit
+    >>> from distproc.exceptions import ConfigError
+    >>> check_memory_limit("1.5 GB")
+    >>> try:
+    ...     check_memory_limit("lots")
+    ... except ConfigError as err:
+    ...     print(err.key)
+    cluster.memory_limit
+    """
+    from dask.utils import parse_bytes
+
+    if limit is None or limit == "auto":
+        return
+    ok = isinstance(limit, int | float) and not isinstance(limit, bool) and limit >= 0
+    if isinstance(limit, str):
+        try:
+            ok = parse_bytes(limit) >= 0
+        except ValueError:
+            ok = False
+    if not ok:
+        msg = (
+            f"cluster option 'memory_limit' must be 'auto', a size such as '4 GB' or a byte count, "
+            f"got {limit!r}"
+        )
+        raise ConfigError(msg, key="cluster.memory_limit")
 
 
 def _close(cluster: Any) -> None:

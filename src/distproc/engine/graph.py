@@ -15,7 +15,7 @@ from distproc.engine.checkpoint import Checkpoint, load_entry, merge_and_save, p
 from distproc.engine.worker import WorkerOptions, merge, process_partition
 from distproc.partitioning import PartitionTable
 
-__all__ = ("build_graph", "post_order", "tree_spans")
+__all__ = ("build_graph", "graph_token", "post_order", "tree_spans")
 
 #: The reduction tasks' functions (their first argument is the list of children).
 MERGES = (merge, merge_and_save)
@@ -94,6 +94,11 @@ def tree_spans(n: int, split_every: int) -> list[list[tuple[int, int]]]:
         groups = [below[j : j + split_every] for j in range(0, len(below), split_every)] or [[]]
         levels.append([(g[0][0], g[-1][1]) if g else (0, 0) for g in groups])
     return levels
+
+
+def graph_token(final_key: Any) -> str:
+    """The run token of a :func:`build_graph` graph, from its final key."""
+    return str(final_key[0]).rsplit("-", 1)[1]
 
 
 def post_order(graph: Mapping[Any, Any], final_key: Any) -> dict[Any, int]:

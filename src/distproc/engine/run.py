@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import CancelledError
@@ -21,8 +22,9 @@ from distproc.config import resolve_run_options
 from distproc.engine.checkpoint import open_checkpoint
 from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
 from distproc.engine.failures import RepeatWatch, raise_failed
-from distproc.engine.graph import build_graph, tree_spans
+from distproc.engine.graph import build_graph, graph_token, tree_spans
 from distproc.engine.inline import run_inline
+from distproc.engine.killed import wait_for_result
 from distproc.engine.ledger import read, watch
 from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
@@ -60,6 +62,8 @@ def run(
     checkpoint: str | os.PathLike[str] | None = None,
     fresh: bool = False,
     allow_failures: bool = False,
+    max_attempts: int | None = None,
+    no_workers_timeout: float | None = None,
 ) -> RunResult:
     """Run *processor* over *fileset* on a Dask cluster and return the reduced output and a report.
 
@@ -122,6 +126,12 @@ def run(
         ``False`` (default): when a partition failed, raise :class:`~distproc.exceptions.PartitionError`
         after the run, with the partial result as its ``result``. ``True``: return the partial result
         (``result.partial`` is true, the failures are in ``report.failures``).
+    max_attempts
+        A partition whose worker dies (memory, a crash in a library, killed) is retried alone, and
+        recorded as failed (with the reason) after this many deaths (default 3); the run goes on.
+    no_workers_timeout
+        Seconds without any worker before the run stops with :class:`~distproc.exceptions.RunStopped`
+        (default 300).
 
     Unset run options (all but *cluster*, *workers*, *base_dir*, *checkpoint*, *fresh* and
     *allow_failures*) fall back to ``DISTPROC_*`` environment variables, then to the shipped defaults
@@ -171,6 +181,8 @@ def run(
         open_files=open_files,
         local_reads=local_reads,
         mode=mode,
+        max_attempts=max_attempts,
+        no_workers_timeout=no_workers_timeout,
     )
     if not callable(getattr(processor, "process", processor)):
         msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
@@ -284,7 +296,12 @@ def _compute(
     merged partitions it saw (the rest is cancelled)."""
 
     def see(future: Any) -> bool:
-        return repeats.watching and repeats.see(future.result())
+        if future.status != "finished":  # its worker died: wait_for_result below deals with it
+            return False
+        stop = repeats.watching and repeats.see(future.result())
+        if stop:
+            final.cancel()  # the scheduler forgets every task nothing else wants, running ones included
+        return stop
 
     progress = bool(opts["progress"])
     final, partition_futures = submit_graph(
@@ -293,16 +310,32 @@ def _compute(
     keys = partition_keys[: len(partition_futures)]
     sizes = [table.stops[k[1]] - table.starts[k[1]] for k in keys]
     dashboard = str(getattr(client, "dashboard_link", "") or "")
-    track(partition_futures, sizes, enabled=progress, dashboard=dashboard, on_done=see)
-    if repeats.stop:
-        for future in partition_futures:  # released already when done: release is idempotent
-            future.release()
-        final.cancel()  # the scheduler forgets every task nothing else wants, running ones included
-        return merge(repeats.seen)
+    # progress (and the repeated-failure watch) from a thread: the wait below watches for dead workers
+    tracker = threading.Thread(
+        target=track,
+        args=(partition_futures, sizes),
+        kwargs={"enabled": progress, "dashboard": dashboard, "on_done": see},
+        daemon=True,
+    )
+    tracker.start()
     try:
-        return final.result()
+        reduced = wait_for_result(
+            client,
+            final,
+            token=graph_token(final_key),
+            partition_keys=partition_keys,
+            max_attempts=opts["max_attempts"],
+            no_workers_timeout=opts["no_workers_timeout"],
+        )
     except (CancelledError, OSError) as err:
+        tracker.join()
+        if repeats.stop:
+            for future in partition_futures:  # released already when done: release is idempotent
+                future.release()
+            return merge(repeats.seen)
         raise RunInterrupted(_stopped(err, checkpoint)) from err
+    tracker.join()
+    return reduced
 
 
 def _name(table: PartitionTable, i: int) -> str:

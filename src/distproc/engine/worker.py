@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distproc.allocator import tune_malloc
+from distproc.engine.killed import failure, intercept
 from distproc.engine.merge import add_outputs
 from distproc.engine.state import WORKER, active, close_quietly
 from distproc.missing_field import missing_field_message
@@ -77,6 +78,9 @@ def process_partition(
     from distproc.reading import partition_events
 
     tune_malloc()
+    decided = intercept(proc, table, i)
+    if decided is not None:
+        return decided
     part = table[i]
     start = time.perf_counter()
     token, payload, options = proc
@@ -107,17 +111,8 @@ def process_partition(
                 close_quietly(file)
             if errors is not None:
                 errors.append(err)
-            failure = PartitionFailure(
-                dataset=part.dataset,
-                file=part.file,
-                treename=part.treename,
-                entry_start=part.entry_start,
-                entry_stop=part.entry_stop,
-                exception=f"{type(err).__name__}: {_message(err, events)}",
-                traceback=traceback.format_exc(),
-                worker=_worker_name(),
-            )
-            return Partial(failures=[failure])
+            exception = f"{type(err).__name__}: {_message(err, events)}"
+            return failure(table, i, exception, traceback.format_exc(), _worker_name())
     state.keep_file(part.file, file)
     stat = PartitionStat(
         index=i,
