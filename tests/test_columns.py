@@ -228,6 +228,39 @@ def test_run_writes_one_file_per_partition_and_a_consistent_manifest(client, fil
 
 
 @pytest.mark.cluster
+def test_save_publishes_the_manifest_with_the_other_outputs(client, fileset, tmp_path) -> None:
+    import threading
+
+    out = tmp_path / "out"  # the column output is bound inside it: out/met
+    first_datasets = sorted(fileset)[:1]
+    first = run(client, {d: fileset[d] for d in first_datasets}, out)
+    distproc.save(first, out)
+    link = out / "met" / "manifest.json"
+    assert link.is_symlink()
+    assert link.resolve() == (out / ".outputs" / "current" / "met" / "manifest.json").resolve()
+    assert sorted(read_manifest(link)["datasets"]) == first_datasets
+    histograms = (out / "histograms.root").read_bytes()
+
+    # The next run's outputs cannot be written (an output cloudpickle refuses): nothing of it is
+    # published, the first run's manifest and histograms stay together.
+    second = run(client, fileset, out)
+    second.output["unpicklable"] = threading.Lock()
+    with pytest.raises(TypeError, match="lock"):
+        distproc.save(second, out)
+    assert sorted(read_manifest(link)["datasets"]) == first_datasets
+    assert (out / "histograms.root").read_bytes() == histograms
+    assert len(read_columns(link)) == sum(first.output["selected"].values())
+
+    del second.output["unpicklable"]
+    distproc.save(second, out)
+    assert sorted(read_manifest(link)["datasets"]) == sorted(fileset)
+    assert len(read_columns(link)) == sum(second.output["selected"].values())
+    assert [p.name for p in (out / ".outputs").iterdir() if p.name.startswith("run-")] == [
+        os.readlink(out / ".outputs" / "current")
+    ]
+
+
+@pytest.mark.cluster
 @pytest.mark.parametrize("when", ["before", "during", "after"])
 def test_failing_partition(client, fileset, tmp_path, when: str) -> None:
     result = run(client, fileset, tmp_path, fail_dataset="wjets", when=when)

@@ -354,7 +354,7 @@ def iter_column_files(output: Any, prefix: str = "") -> Iterator[tuple[str, Colu
             yield from iter_column_files(value, f"{prefix}/{key}" if prefix else str(key))
 
 
-def write_manifest(files: ColumnFiles, *, prune: bool = False) -> Path:
+def write_manifest(files: ColumnFiles, *, prune: bool = False, into: str | os.PathLike[str] | None = None) -> Path:
     """Write ``manifest.json`` for *files* into their directory (atomically); return its path.
 
     Parameters
@@ -364,6 +364,10 @@ def write_manifest(files: ColumnFiles, *, prune: bool = False) -> Path:
     prune
         Also delete Parquet files in the directory that the manifest does not list (files of an
         earlier run with another chunking, or of partitions that failed after writing).
+    into
+        Write the manifest into this directory instead (a set of outputs being prepared:
+        :func:`distproc.save` publishes it at the column directory). Its paths stay relative to the
+        column directory.
 
     Examples
     --------
@@ -382,7 +386,8 @@ def write_manifest(files: ColumnFiles, *, prune: bool = False) -> Path:
         for stale in directory.rglob(f"*{FORMATS[files.format]}"):
             if stale not in listed:
                 stale.unlink()
-    path = directory / MANIFEST_NAME
+    path = (directory if into is None else Path(into)) / MANIFEST_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(content, indent=1) + "\n")
     return path

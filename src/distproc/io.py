@@ -175,11 +175,14 @@ def write_histograms(output: Any, path: str | os.PathLike[str]) -> dict[str, Any
 
 def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
     """Write ``histograms.root``, ``output.pkl`` and ``report.json`` for *result* into *directory*, and
-    the ``manifest.json`` of each column output (:func:`distproc.columns.write_manifests`, next to its
-    files) that :func:`distproc.columns.read_columns` reads: what ``distproc run`` writes.
+    the ``manifest.json`` of each column output (:func:`distproc.columns.write_manifest`) that
+    :func:`distproc.columns.read_columns` reads: what ``distproc run`` writes.
 
-    The three files are written into a new set directory and published together (:func:`publish`); if
-    writing fails, the set published before stays in place and the error propagates.
+    The files are written into a new set directory and published together (:func:`publish`), the
+    manifests of column outputs inside *directory* included: a reader never sees a manifest of one run
+    beside the histograms of another. If writing fails, the set published before stays in place and
+    the error propagates. A column output bound to a directory outside *directory* gets its manifest
+    next to its files, written atomically but not as part of the set.
 
     Examples
     --------
@@ -189,13 +192,15 @@ def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
     """
     import cloudpickle
 
-    from distproc.columns import write_manifests
+    from distproc.columns import iter_column_files, write_manifest
 
     directory = Path(directory)
-    write_manifests(result.output)  # next to the column files, as `distproc run` does
     staging = directory / _SETS / f"run-{uuid.uuid4().hex[:12]}"
     staging.mkdir(parents=True)
     try:
+        for _, files in iter_column_files(result.output):
+            inside = _relative_to(Path(files.directory), directory)
+            write_manifest(files, into=None if inside is None else staging / inside)
         write_histograms(result.output, staging / "histograms.root")
         with atomic_write(staging / "output.pkl") as tmp:
             tmp.write_bytes(cloudpickle.dumps(result.output))
@@ -208,12 +213,21 @@ def save(result: RunResult, directory: str | os.PathLike[str]) -> Path:
     return directory
 
 
+def _relative_to(path: Path, directory: Path) -> Path | None:
+    """*path* relative to *directory* when it lies inside it (both resolved), else ``None``."""
+    try:
+        return path.resolve().relative_to(directory.resolve())
+    except ValueError:
+        return None
+
+
 def publish(directory: str | os.PathLike[str], run_set: str) -> None:
     """Make the set ``DIR/.outputs/<run_set>`` the published one, all its files at once.
 
-    ``DIR/.outputs/current`` (a symbolic link) is replaced by one rename; each of :data:`OUTPUT_FILES`
-    in *directory* is a link to ``.outputs/current/<name>`` (created the first time). Earlier sets are
-    then removed.
+    ``DIR/.outputs/current`` (a symbolic link) is replaced by one rename; every file of the set
+    (:data:`OUTPUT_FILES`, and column manifests at ``<column dir>/manifest.json``) has a link at the
+    same relative path in *directory* to ``.outputs/current/<path>`` (created the first time). Earlier
+    sets are then removed.
 
     Examples
     --------
@@ -230,10 +244,13 @@ def publish(directory: str | os.PathLike[str], run_set: str) -> None:
     link = sets / f".current-{uuid.uuid4().hex[:12]}"
     os.symlink(run_set, link)
     os.replace(link, sets / "current")
-    for name in OUTPUT_FILES:
-        target, wanted = directory / name, f"{_SETS}/current/{name}"
+    for file in sorted(p for p in (sets / run_set).rglob("*") if p.is_file()):
+        name = file.relative_to(sets / run_set)
+        target = directory / name
+        wanted = os.path.join(*[".."] * (len(name.parts) - 1), _SETS, "current", *name.parts)
         if not (target.is_symlink() and os.readlink(target) == wanted):
-            tmp = directory / f".{name}.{uuid.uuid4().hex[:12]}.link"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.link")
             os.symlink(wanted, tmp)
             os.replace(tmp, target)
     for old in sets.iterdir():
