@@ -4,7 +4,10 @@ The throughput benchmark's job (``benchmarks/throughput.py``: the ``DistprocHT``
 ttbar files), on one LocalCluster started first:
 
 1. **overhead** - ``distproc.run`` with ``checkpoint=None`` and with a fresh checkpoint directory,
-   interleaved ``--rounds`` times; the medians of the report's wall time are compared (target <= 5 %);
+   interleaved ``--rounds`` times (the order alternating, so a drift of the machine's load hits both);
+   the overhead is the median over rounds of each pair's wall-time ratio (target <= 5 %). The workers'
+   CPU time of each run (read from ``/proc`` through psutil) is compared the same way: on a shared
+   machine it moves far less with other load than wall time does, and shows what checkpointing costs;
 2. **resume** - ``distproc run`` (the command line, its own LocalCluster) is interrupted with SIGINT once
    90 % of the partitions are in its checkpoint; the rerun (``distproc.run`` with that checkpoint, on the
    benchmark's cluster) is timed against the median full checkpointed run (target <= 15 %). How many
@@ -30,6 +33,9 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import distproc_local_client, ensure_sample, load_line
@@ -63,6 +69,16 @@ def interrupt_at(config: Path, out: Path, fraction: float) -> tuple[int, int]:
     return checkpoint_status(ckpt)
 
 
+def worker_cpu(client: Any) -> float:
+    """User + system CPU seconds used so far by the cluster's worker processes."""
+
+    def own() -> float:
+        times = psutil.Process().cpu_times()
+        return times.user + times.system
+
+    return sum(client.run(own).values())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--files", type=int, default=4, help="files the events are split into (default 4)")
     parser.add_argument("--chunksize", type=int, default=50_000, help="events per partition")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: cores)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds; medians are reported")
     args = parser.parse_args(argv)
 
     info = ensure_sample("ttbar", args.events, args.files)
@@ -80,26 +96,38 @@ def main(argv: list[str] | None = None) -> None:
     options = {"chunksize": args.chunksize, "progress": False}
     print(f"{args.events:,} events, chunksize {args.chunksize:,}, {args.workers} workers; {load_line()}")
     work = Path(tempfile.mkdtemp(prefix="distproc-ckpt-bench-"))
-    walls: dict[str, list[float]] = {"off": [], "on": []}
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
+    on_walls: list[float] = []
     try:
         with distproc_local_client(args.workers) as client:
             distproc.run(
                 processor, fileset, cluster=client, **options
             )  # warm-up: imports, preprocessing cache
             for r in range(args.rounds):
-                off = distproc.run(processor, fileset, cluster=client, **options)
-                on = distproc.run(
-                    processor, fileset, cluster=client, checkpoint=work / f"ckpt-{r}", **options
-                )
+                order = ("off", "on") if r % 2 == 0 else ("on", "off")
+                runs = {}
+                for kind in order:
+                    checkpoint = work / f"ckpt-{r}" if kind == "on" else None
+                    before = worker_cpu(client)
+                    result = distproc.run(
+                        processor, fileset, cluster=client, checkpoint=checkpoint, **options
+                    )
+                    runs[kind] = (result, worker_cpu(client) - before)
+                (off, off_cpu), (on, on_cpu) = runs["off"], runs["on"]
                 assert (on.output["ht"].values() == off.output["ht"].values()).all()
-                walls["off"].append(off.report.wall_seconds)
-                walls["on"].append(on.report.wall_seconds)
-                print(f"round {r}: off {off.report.wall_seconds:6.2f} s  on {on.report.wall_seconds:6.2f} s")
-            off_wall, on_wall = statistics.median(walls["off"]), statistics.median(walls["on"])
-            overhead = 100 * (on_wall / off_wall - 1)
+                ratios["wall"].append(on.report.wall_seconds / off.report.wall_seconds)
+                ratios["cpu"].append(on_cpu / off_cpu)
+                on_walls.append(on.report.wall_seconds)
+                print(
+                    f"round {r}: off {off.report.wall_seconds:6.2f} s ({off_cpu:5.2f} s CPU)  "
+                    f"on {on.report.wall_seconds:6.2f} s ({on_cpu:5.2f} s CPU)"
+                )
+            overhead = 100 * (statistics.median(ratios["wall"]) - 1)
+            cpu_overhead = 100 * (statistics.median(ratios["cpu"]) - 1)
+            on_wall = statistics.median(on_walls)
             print(
-                f"checkpointing off {off_wall:.2f} s, on {on_wall:.2f} s (medians): "
-                f"overhead {overhead:+.1f} %"
+                f"checkpointing on/off, median of the rounds: wall {overhead:+.1f} %, "
+                f"workers' CPU {cpu_overhead:+.1f} %"
             )
 
             config = work / "run.yaml"
@@ -128,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"checkpoint overhead={overhead:.1f}% resume_fraction={fraction:.3f}")
+    print(
+        f"checkpoint overhead={overhead:.1f}% cpu_overhead={cpu_overhead:.1f}% resume_fraction={fraction:.3f}"
+    )
 
 
 if __name__ == "__main__":

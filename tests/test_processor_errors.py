@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 import warnings
 
@@ -50,6 +52,31 @@ def test_worker_traceback_names_the_processor_file_and_line(tmp_path, nano_dy):
     assert f'File "{tmp_path / "typo.py"}", line {RAISING_LINE}, in process' in failure["traceback"]
     assert 'return {"pt": muons.ptt}' in failure["traceback"]  # the worker found the source line too
     assert "<dynamic-code>" not in failure["traceback"]
+
+
+@pytest.mark.cluster
+def test_worker_traceback_names_a_plain_script(tmp_path, nano_dy):
+    """The same processor defined in the script that runs it (``python analysis.py``, the class lives in
+    ``__main__``): the worker's traceback names the script and the line too."""
+    script = tmp_path / "analysis.py"
+    script.write_text(
+        BAD_PROCESSOR
+        + textwrap.dedent(f"""\
+
+            result = distproc.run(
+                Typo(), {{"dy": [{str(nano_dy)!r}]}}, workers=1, max_chunks=1, allow_failures=True,
+                progress=False,
+            )
+            print(result.report.failures[0].traceback)
+        """)
+    )
+    ran = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f'File "{script}", line {RAISING_LINE}, in process' in ran.stdout
+    assert 'return {"pt": muons.ptt}' in ran.stdout
+    assert "<dynamic-code>" not in ran.stdout
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ pickled by value, so workers need not have it installed.
 
 from __future__ import annotations
 
+
 import importlib.util
+import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,6 +118,26 @@ def _keep_code_file_names() -> None:
         return
     _CLOUDPICKLE_CODE_REDUCE = table[types.CodeType]
     table[types.CodeType] = _code_reduce_keeping_file
+
+
+def keep_script_file_names(processor: Any) -> None:
+    """Let worker tracebacks name the script for a processor defined in ``__main__`` (a plain script or a
+    notebook cell, which cloudpickle pickles by value, as it does a file given to
+    :func:`load_processor`): its code keeps ``co_filename`` (:func:`_keep_code_file_names`).
+
+    Examples
+    --------
+    >>> class P:  # in a script run as ``python analysis.py``
+    ...     def process(self, events):
+    ...         return {}
+    >>> keep_script_file_names(P())
+    """
+    cls = processor if inspect.isfunction(processor) else type(processor)
+    if cls.__module__ != "__main__":
+        return
+    functions = [cls] if inspect.isfunction(cls) else [f for f in vars(cls).values() if inspect.isfunction(f)]
+    _USER_FILES.update(f.__code__.co_filename for f in functions)  # a notebook cell has a file name too
+    _keep_code_file_names()
 
 
 def _module_from_file(path: Path) -> Any:

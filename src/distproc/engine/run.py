@@ -33,6 +33,7 @@ from distproc.exceptions import ConfigError, DaskModeError, RunInterrupted
 from distproc.fileset import normalize_fileset
 from distproc.io import add_missing_datasets
 from distproc.partitioning import PartitionTable, plan_partitions
+from distproc.processor import keep_script_file_names
 from distproc.progress import track
 from distproc.reading import format_skipped, skipped_branches
 from distproc.report import PartitionFailure, RunReport, RunResult
@@ -188,6 +189,7 @@ def run(
         msg = f"a processor must have a process(events) method or be callable, got {processor!r:.80}"
         raise ConfigError(msg, key="processor")
     user_processor = processor  # what the checkpoint's fingerprint describes
+    keep_script_file_names(processor)
     if opts["mode"] == "dask":
         processor = DaskModeProcessor(processor)
     datasets = normalize_fileset(fileset, treename=opts["treename"], base_dir=base_dir)
