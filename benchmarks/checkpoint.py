@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             out = work / "interrupted"
             done, planned = interrupt_at(config, out, 0.9)
+            if done == planned:
+                sys.exit(
+                    f"the run finished ({done} partitions) before it could be interrupted: give more --events"
+                )
             entries = len(list((out / ".checkpoint" / "entries").glob("*.pkl")))
             print(f"interrupted at {done}/{planned} partitions; {entries} checkpoint files hold them")
             resumed = distproc.run(

@@ -354,7 +354,9 @@ def iter_column_files(output: Any, prefix: str = "") -> Iterator[tuple[str, Colu
             yield from iter_column_files(value, f"{prefix}/{key}" if prefix else str(key))
 
 
-def write_manifest(files: ColumnFiles, *, prune: bool = False, into: str | os.PathLike[str] | None = None) -> Path:
+def write_manifest(
+    files: ColumnFiles, *, prune: bool = False, into: str | os.PathLike[str] | None = None
+) -> Path:
     """Write ``manifest.json`` for *files* into their directory (atomically); return its path.
 
     Parameters

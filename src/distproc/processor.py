@@ -11,7 +11,6 @@ pickled by value, so workers need not have it installed.
 
 from __future__ import annotations
 
-
 import importlib.util
 import inspect
 import sys
