@@ -130,9 +130,10 @@ def with_retries(
     while True:
         if error is not None and failures == retries:
             elapsed = time.monotonic() - start
+            times = "1 retry" if retries == 1 else f"{retries} retries"
             msg = (
-                f"could not be read after {retries} retries in {elapsed:.1f} s, reopening the file before "
-                f"each: {type(error).__name__}: {error}"
+                f"could not be read after {times} in {elapsed:.1f} s, reopening the file before each: "
+                f"{type(error).__name__}: {error}"
             )
             raise ReadError(msg, file=what) from error
         try:
