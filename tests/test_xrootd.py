@@ -21,6 +21,7 @@ from services.services import free_port
 
 import distproc
 from distproc.reading import count_entries, partition_events
+from distproc.remote import is_transient
 
 HERE = Path(__file__).resolve().parent
 PROCESSOR = f"{HERE / 'services' / 'muon_processor.py'}:MuonPt"
@@ -118,6 +119,47 @@ def test_outage_ending_during_retries_is_survived(
         restart.join()
     assert not result.report.failures
     assert result.output["events"] == {"dy": 40}
+
+
+def _http_status(status: int) -> Exception:
+    import aiohttp
+
+    return aiohttp.ClientResponseError(None, (), status=status, message="from the server")
+
+
+def _xrootd(message: str) -> OSError:
+    """An error as fsspec-xrootd raises it: the client's status message in an OSError."""
+    return OSError(f"File did not vector_read properly: {message}")
+
+
+@pytest.mark.parametrize(
+    ("make_error", "transient"),
+    [
+        (lambda: ConnectionRefusedError(111, "Connection refused"), True),
+        (lambda: ConnectionResetError(104, "Connection reset by peer"), True),
+        (lambda: TimeoutError("timed out"), True),
+        (lambda: _xrootd("[ERROR] Socket error"), True),
+        (lambda: _xrootd("[ERROR] Operation expired"), True),
+        (lambda: _xrootd("[FATAL] Connection error"), True),
+        (lambda: ValueError("I/O operation on closed file"), True),  # a dead fsspec-xrootd handle
+        (lambda: _http_status(503), True),
+        (lambda: __import__("aiohttp").ServerDisconnectedError(), True),
+        (lambda: FileNotFoundError(2, "No such file or directory"), False),
+        (lambda: PermissionError(13, "Permission denied"), False),
+        (lambda: _xrootd("[ERROR] Server responded with an error: [3011] No such file or directory"), False),
+        (
+            lambda: _xrootd(
+                "[ERROR] Server responded with an error: [3010] Unable to open; permission denied"
+            ),
+            False,
+        ),
+        (lambda: _http_status(403), False),
+        (lambda: ValueError("unrecognized compression algorithm: b'XX'"), False),  # corrupt data
+        (lambda: distproc.ReadError("could not be read after 5 retries", file="root://h//f.root"), False),
+    ],
+)
+def test_transient_errors_are_told_from_permanent_ones(make_error: Any, transient: bool) -> None:
+    assert is_transient(make_error()) is transient
 
 
 # --- an outage mid-run: reads of open files are retried, not only opens -------------------------------
