@@ -217,7 +217,7 @@ class RetryingSource(Source):
     :func:`with_retries`); every other option goes to ``FSSpecSource`` as usual. A read that fails with a
     transient error is retried on a new ``FSSpecSource`` (the dead XRootD file handles of the file
     dropped first); one that keeps failing raises :class:`~distproc.exceptions.ReadError` naming the
-    file, the byte range and the last error. The counters (``num_requested_bytes``, ...) count what uproot
+    file, the retries and the last error. The counters (``num_requested_bytes``, ...) count what uproot
     asked for, not the retries.
 
     Examples
