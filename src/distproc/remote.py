@@ -131,10 +131,7 @@ def with_retries(
         if error is not None and failures == retries:
             elapsed = time.monotonic() - start
             times = "1 retry" if retries == 1 else f"{retries} retries"
-            msg = (
-                f"could not be read after {times} in {elapsed:.1f} s, reopening the file before each: "
-                f"{type(error).__name__}: {error}"
-            )
+            msg = f"could not be read after {times} in {elapsed:.1f} s: {type(error).__name__}: {error}"
             raise ReadError(msg, file=what) from error
         try:
             if error is not None:
