@@ -11,15 +11,15 @@ import functools
 import os
 import re
 import struct
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from distproc._compat import schema_with_form, tree_base_form
 from distproc._paths import is_remote
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
 from distproc.parquet_input import count_rows, is_parquet, open_parquet, parquet_events
+from distproc.remote import RETRIES, RetryingSource, is_permanent_xrootd, with_retries
 
 __all__ = (
     "SCHEMAS",
@@ -32,8 +32,6 @@ __all__ = (
     "partition_events",
     "skipped_branches",
 )
-
-T = TypeVar("T")
 
 #: Schema names accepted in config → coffea schema class names (imported lazily).
 SCHEMAS = {
@@ -83,15 +81,12 @@ def check_schema(tree: Any, schema: str, *, dataset: str | None = None) -> None:
 #: silenced here rather than repeated once per partition in every worker's log.
 _SCHEMA_NOISE = ("Missing cross-reference", "Branch .* already exists but its values will be replaced")
 
-#: Transient errors retried when reading (network hiccups on remote storage).
-_TRANSIENT = (OSError, TimeoutError)
-
 #: XRootD client settings applied unless the user set the matching ``XRD_<NAME>`` environment variable.
 #: The client's own defaults (5 connection attempts 120 s apart, 1800 s per request) make a run over a
 #: server that is down hang for many minutes, and after one failed connection it refuses to reconnect to
 #: that server for ``StreamErrorWindow`` (1800 s), so a retry could never succeed. These make every
-#: attempt fail within seconds and reconnect afresh, leaving the retrying to :func:`with_retries`, which
-#: names the file when it gives up.
+#: attempt fail within seconds and reconnect afresh, leaving the retrying to
+#: :class:`~distproc.remote.RetryingSource`, which names the file when it gives up.
 XROOTD_CLIENT_ENV = {
     "ConnectionWindow": 10,
     "ConnectionRetry": 1,
@@ -100,8 +95,6 @@ XROOTD_CLIENT_ENV = {
 }
 #: Seconds an XRootD request (open, read) may take before it fails (passed to fsspec-xrootd).
 XROOTD_TIMEOUT = 120
-#: XRootD server error codes that retrying cannot fix: not authorized, no such file, not a file.
-_XROOTD_PERMANENT = ("[3010]", "[3011]", "[3016]")
 
 
 @functools.cache
@@ -116,8 +109,8 @@ def _configure_xrootd() -> None:
             EnvPutInt(name, value)
 
 
-def _uproot_open(path: str, local_reads: str = "thread") -> Any:
-    """``uproot.open(path)`` with bounded XRootD timeouts; a missing remote file is not transient.
+def _uproot_open(path: str, local_reads: str = "thread", retries: int = RETRIES) -> Any:
+    """``uproot.open(path)``; a remote file's reads are retried (:mod:`distproc.remote`).
 
     With *local_reads* ``"thread"`` (the ``local_reads`` run option), local files are read with plain
     file reads in the thread that asks (uproot's ``MultithreadedFileSource`` without threads). uproot's
@@ -127,42 +120,28 @@ def _uproot_open(path: str, local_reads: str = "thread") -> Any:
     :class:`distproc.engine.state.RunState`), so it needs no locking. Memory-mapping (``MemmapSource``)
     was as fast but puts the mapped file in the worker's RSS, which Dask's memory limits count.
 
-    After a failed XRootD open the file handles fsspec-xrootd keeps open for reuse are dropped: once the
-    server restarted or the connection broke they are dead ("I/O operation on closed file"), and a retry
-    must open the file afresh.
+    A remote file is read through :class:`~distproc.remote.RetryingSource`: every read of it (the open's
+    included) is retried *retries* times after a transient error, reopening the file before each, with
+    bounded XRootD timeouts. A missing or forbidden remote file raises ``FileNotFoundError`` at once.
     """
     import uproot
 
-    if local_reads == "thread" and not is_remote(path):
-        return uproot.open(
-            path.removeprefix("file://"), handler=uproot.MultithreadedFileSource, use_threads=False
-        )
-    if not path.startswith(("root://", "roots://")):
+    if not is_remote(path):
+        if local_reads == "thread":
+            return uproot.open(
+                path.removeprefix("file://"), handler=uproot.MultithreadedFileSource, use_threads=False
+            )
         return uproot.open(path)
-    _configure_xrootd()
+    options: dict[str, Any] = {}
+    if path.startswith(("root://", "roots://")):
+        _configure_xrootd()
+        options["timeout"] = XROOTD_TIMEOUT
     try:
-        return uproot.open(path, timeout=XROOTD_TIMEOUT)
-    except (OSError, ValueError) as err:
-        _drop_cached_handles(path)
-        if any(code in str(err) for code in _XROOTD_PERMANENT):
+        return uproot.open(path, handler=RetryingSource, read_retries=retries, **options)
+    except OSError as err:
+        if is_permanent_xrootd(err):
             raise FileNotFoundError(str(err)) from err
-        if isinstance(err, ValueError) and "closed file" in str(err):
-            msg = f"stale connection to the XRootD server: {err}"
-            raise ConnectionError(msg) from err
         raise
-
-
-def _drop_cached_handles(path: str) -> None:
-    """Forget the fsspec-xrootd filesystem (and its open file handles) serving *path*."""
-    try:
-        import fsspec
-
-        fs, _ = fsspec.core.url_to_fs(path, timeout=XROOTD_TIMEOUT)
-        with contextlib.suppress(Exception):  # closing dead handles may fail; they are dropped anyway
-            fs.invalidate_cache()
-        type(fs).clear_instance_cache()  # the next open builds a new filesystem with no stale handles
-    except Exception:  # noqa: BLE001  (best effort: the retry reports what really fails)
-        return
 
 
 def schema_class(name: str) -> type:
@@ -177,39 +156,18 @@ def schema_class(name: str) -> type:
     return getattr(nanoevents, attr)
 
 
-def with_retries(fn: Callable[[], T], *, what: str, retries: int = 3, backoff: float = 0.5) -> T:
-    """Call *fn*, retrying transient I/O errors up to *retries* times with exponential back-off.
-
-    *what* is the file's path or URL: only remote URLs are retried (an error reading a local file, or a
-    missing file, is not transient and fails at once).
-    """
-    if not is_remote(what):
-        return fn()
-    for attempt in range(retries):
-        try:
-            return fn()
-        except FileNotFoundError:
-            raise
-        except _TRANSIENT:
-            time.sleep(backoff * 2**attempt)
-    return fn()
-
-
 @contextlib.contextmanager
-def _open_file(path: str, *, retries: int = 3, dataset: str | None = None) -> Iterator[Any]:
-    """Open *path* with uproot (remote files with bounded retries); errors name the file."""
+def _open_file(path: str, *, retries: int = RETRIES, dataset: str | None = None) -> Iterator[Any]:
+    """Open *path* with uproot (a remote file's reads with bounded retries); errors name the file."""
     try:
-        file = with_retries(lambda: _uproot_open(path), what=path, retries=retries)
+        file = _uproot_open(path, retries=retries)
     except FileNotFoundError as err:
         msg = f"file not found or not readable: {err}" if is_remote(path) else "file not found"
         raise ReadError(msg, dataset=dataset, file=path) from err
+    except ReadError:  # the retries were used up: its message names the file and the last error
+        raise
     except Exception as err:
-        kind = (
-            f"could not be read after {retries} retries"
-            if is_remote(path) and isinstance(err, _TRANSIENT)
-            else "is not a readable ROOT file"
-        )
-        msg = f"file {kind}: {type(err).__name__}: {err}"
+        msg = f"file is not a readable ROOT file: {type(err).__name__}: {err}"
         raise ReadError(msg, dataset=dataset, file=path) from err
     with file:
         yield file
@@ -261,7 +219,7 @@ def file_identity(path: str) -> str | None:
     return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def count_entries(path: str, treename: str, dataset: str | None = None, retries: int = 3) -> int:
+def count_entries(path: str, treename: str, dataset: str | None = None, retries: int = RETRIES) -> int:
     """Number of entries of *treename* in *path* (runs on a worker during preprocessing).
 
     Reads the head of the tree's record only (:func:`_header_entries`), else the whole tree. A Parquet
@@ -322,7 +280,7 @@ def partition_events(
     *,
     schema: str = "nanoaod",
     metadata: dict[str, Any] | None = None,
-    retries: int = 3,
+    retries: int = RETRIES,
     file: Any = None,
     local_reads: str = "thread",
 ) -> tuple[Any, Any]:
@@ -331,14 +289,15 @@ def partition_events(
     Returns ``(events, file)``; the caller closes *file* when done (its ``source`` counts bytes read).
     *file*, the file a previous call returned for the same *path*, is read again instead of reopening
     *path*: its tree's metadata is then not read and parsed again. *local_reads* is the run option of
-    that name (see :func:`_uproot_open`).
+    that name (see :func:`_uproot_open`). A remote file's reads, the lazy ones of the events included,
+    are retried *retries* times after a transient error (:mod:`distproc.remote`).
     """
     schema_cls = schema_class(schema)
     if is_parquet(path):
         file = file or with_retries(lambda: open_parquet(path), what=path, retries=retries)
         return parquet_events(file, entry_start, entry_stop, schema_cls, metadata), file
     if file is None:
-        file = with_retries(lambda: _uproot_open(path, local_reads), what=path, retries=retries)
+        file = _uproot_open(path, local_reads, retries)
     with warnings.catch_warnings():
         for message in _SCHEMA_NOISE:
             warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)

@@ -94,7 +94,8 @@ def run(
     split_every
         Fan-in of the tree reduction on the workers (default 8).
     retries
-        Retries of a transient read error, with exponential back-off (default 3).
+        Retries of each remote read that fails with a transient error, reopening the file, with
+        exponential back-off from 0.5 s (default 5: a server back within about 15 s goes unnoticed).
     skip_bad_files
         Skip unreadable files (listed in the report, result marked partial) instead of raising; or a list
         of exception type names (``["OSError"]``): skip only files whose error is one of them.
