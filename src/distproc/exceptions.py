@@ -21,12 +21,14 @@ __all__ = (
     "BackendUnavailableError",
     "BinningError",
     "CheckpointError",
+    "ChecksumError",
     "ClusterError",
     "ConfigError",
     "CorrectionNotFoundError",
     "DaskModeError",
     "DistprocError",
     "DuplicateVariationError",
+    "FileChangedError",
     "FilesetError",
     "FitError",
     "GPUUnavailableWarning",
@@ -144,6 +146,31 @@ class FilesetError(DistprocError, ValueError):
 
 class ReadError(FilesetError, OSError):
     """A ROOT file could not be opened or read (missing, truncated, corrupt, or server down)."""
+
+
+class _FileNamedError(ReadError):
+    """A :class:`ReadError` whose message names the file itself (its ``file`` is not repeated)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset: str | None = None,
+        file: str | None = None,
+        treename: str | None = None,
+    ) -> None:
+        super().__init__(message, dataset=dataset, treename=treename)
+        self.file = file
+
+
+class FileChangedError(_FileNamedError):
+    """An input file differs at processing time from what preprocessing recorded of it (uuid, size,
+    modification time, entries): its partitions are not read (see :mod:`distproc.integrity`)."""
+
+
+class ChecksumError(_FileNamedError):
+    """An input file's checksum differs from the one its fileset gives (or could not be computed) with
+    ``verify_checksums``: its partitions are not trusted (see :mod:`distproc.integrity`)."""
 
 
 class PartitionError(DistprocError, RuntimeError):
