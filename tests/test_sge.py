@@ -25,7 +25,9 @@ def test_sge_run_equals_local_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as after any LocalCluster in this process
-    assert shutil.which("qsub") == "/usr/bin/qsub", "qsub is not Grid Engine's (Torque wrappers left on PATH?)"
+    assert shutil.which("qsub") == "/usr/bin/qsub", (
+        "qsub is not Grid Engine's (Torque wrappers left on PATH?)"
+    )
     # test_slurm's options with Grid Engine's kind (its job logs go to the cluster's directory too). `-V`
     # exports the submitting environment, as sbatch does by default: the workers import this checkout's
     # distproc (PYTHONPATH), not another one installed in the same Python.

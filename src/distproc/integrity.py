@@ -103,7 +103,8 @@ def parse_checksum(value: Any, *, dataset: str | None = None, file: str | None =
         raise FilesetError(msg, dataset=dataset, file=file)
     width = CHECKSUM_ALGORITHMS[algorithm]
     if not re.fullmatch(rf"[0-9a-fA-F]{{1,{width}}}", digits):
-        msg = f"checksum {value!r} is not {width} hexadecimal digits; expected e.g. {example}"
+        what = f"{algorithm}: up to {width} hexadecimal digits"
+        msg = f"checksum {value!r} is not {what}; expected e.g. {example}"
         raise FilesetError(msg, dataset=dataset, file=file)
     return f"{algorithm}:{int(digits, 16):0{width}x}"
 
