@@ -20,7 +20,7 @@ import distproc
 from distproc.engine.state import WORKER
 from distproc.exceptions import FilesetError
 from distproc.fileset import normalize_fileset
-from distproc.integrity import compute_checksum, parse_checksum, verify_checksum
+from distproc.integrity import compute_checksum, file_stat, parse_checksum, verify_checksum
 from distproc.samples import make_sample
 
 PROC = f"{Path(__file__).parent / 'procs' / 'integrity.py'}:EventsPerFile"
@@ -302,3 +302,36 @@ def test_xrootd_checksum_query_verifies_remote_files(xrootd_server, client, nano
     problem = verify_checksum(xrootd_server.url("no_such_file.root"), wrong, retries=0)
     assert "could not be computed" in problem
     assert "no such file" in problem
+
+
+@pytest.mark.xrootd
+def test_remote_file_replaced_on_the_server_fails_its_partitions(
+    xrootd_server, client, nano_dy, nano_tt, tmp_path
+):
+    """A ``root://`` file's identity comes from the server (fsspec ``info()``: size, mtime) and the open
+    file (uuid, entries): a file replaced on the server after preprocessing fails its partitions."""
+    served = xrootd_server.data / f"integrity-{tmp_path.name}.root"
+    replacement = xrootd_server.data / f"integrity-{tmp_path.name}-new.root"
+    shutil.copy(nano_dy, served)
+    shutil.copy(nano_tt, replacement)
+    served.chmod(0o644)
+    replacement.chmod(0o644)
+    url = xrootd_server.url(served.name)
+    try:
+        assert file_stat(url)[0] == nano_dy.stat().st_size
+        assert file_stat(url)[1] is not None
+        result = _run(
+            client,
+            {"dy": [url]},
+            tmp_path,
+            replace=(str(replacement), str(served)),
+            allow_failures=True,
+            chunksize=20,
+        )
+    finally:
+        served.unlink(missing_ok=True)
+        replacement.unlink(missing_ok=True)
+    assert [(f.entry_start, f.entry_stop) for f in result.report.failures] == [(0, 20), (20, 40)]
+    size = f"size {nano_dy.stat().st_size} -> {nano_tt.stat().st_size}"
+    assert f"{CHANGED}: {url} ({size}" in result.report.failures[0].exception
+    assert result.report.events == 0

@@ -36,6 +36,7 @@ __all__ = (
     "InferenceError",
     "InferenceInputError",
     "InferenceWarning",
+    "InputIntegrityError",
     "InputsError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -148,8 +149,11 @@ class ReadError(FilesetError, OSError):
     """A ROOT file could not be opened or read (missing, truncated, corrupt, or server down)."""
 
 
-class _FileNamedError(ReadError):
-    """A :class:`ReadError` whose message names the file itself (its ``file`` is not repeated)."""
+class InputIntegrityError(ReadError):
+    """An input file is not what its fileset or preprocessing recorded (see :mod:`distproc.integrity`).
+
+    Its message names the file itself, so ``file`` is kept as an attribute but not repeated.
+    """
 
     def __init__(
         self,
@@ -163,12 +167,12 @@ class _FileNamedError(ReadError):
         self.file = file
 
 
-class FileChangedError(_FileNamedError):
+class FileChangedError(InputIntegrityError):
     """An input file differs at processing time from what preprocessing recorded of it (uuid, size,
     modification time, entries): its partitions are not read (see :mod:`distproc.integrity`)."""
 
 
-class ChecksumError(_FileNamedError):
+class ChecksumError(InputIntegrityError):
     """An input file's checksum differs from the one its fileset gives (or could not be computed) with
     ``verify_checksums``: its partitions are not trusted (see :mod:`distproc.integrity`)."""
 
