@@ -149,10 +149,7 @@ def test_preprocessed_fileset_steps_are_the_partitions(nano_dy, nano_tt, tmp_pat
     got = [(table[i].file, table[i].entry_start, table[i].entry_stop) for i in range(len(table))]
     want = [(p, a, b) for ds in available.values() for p, f in ds["files"].items() for a, b in f["steps"]]
     assert got == want
-    assert (
-        not (tmp_path / _CACHE_NAME).exists()
-        or "nano" not in (tmp_path / _CACHE_NAME).read_text()
-    )
+    assert not (tmp_path / _CACHE_NAME).exists() or "nano" not in (tmp_path / _CACHE_NAME).read_text()
 
 
 @pytest.mark.parametrize("steps", [[[0, 10], [10]], [[5, 2]], "0-10", [[-1, 3]], [[0, True]], []])

@@ -136,7 +136,7 @@ class FilesetError(DistprocError, ValueError):
         self.file = file
         self.treename = treename
         parts = [message]
-        if file is not None:
+        if file is not None and file not in message:  # a message naming its file does not repeat it
             parts.append(f"in file {file}")
         if treename is not None:
             parts.append(f"tree {treename!r}")
@@ -150,21 +150,7 @@ class ReadError(FilesetError, OSError):
 
 
 class InputIntegrityError(ReadError):
-    """An input file is not what its fileset or preprocessing recorded (see :mod:`distproc.integrity`).
-
-    Its message names the file itself, so ``file`` is kept as an attribute but not repeated.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        dataset: str | None = None,
-        file: str | None = None,
-        treename: str | None = None,
-    ) -> None:
-        super().__init__(message, dataset=dataset, treename=treename)
-        self.file = file
+    """An input file is not what its fileset or preprocessing recorded (see :mod:`distproc.integrity`)."""
 
 
 class FileChangedError(InputIntegrityError):
