@@ -137,18 +137,13 @@ def _count(
         return err, _exception_types(err)
 
 
-def _on_cluster(client: Any, fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]], name: str) -> Any:
-    """``fn(*job)`` for every job: futures on the cluster in one graph, or the results computed here
-    without *client* (:func:`_gather` gives the results either way)."""
+def _on_cluster(client: Any, fn: Callable[..., T], jobs: Sequence[tuple[Any, ...]], name: str) -> list[T]:
+    """``fn(*job)`` for every job: on the cluster in one graph, or here without *client*."""
     if client is None or not jobs:
         return [fn(*job) for job in jobs]
     token = uuid.uuid4().hex[:12]  # unique per call: a reused key would return an earlier run's result
     keys = [f"distproc-{name}-{token}-{i}" for i in range(len(jobs))]
-    return client.map(fn, *zip(*jobs, strict=True), pure=False, key=keys)
-
-
-def _gather(client: Any, submitted: Any) -> list[Any]:
-    return list(submitted) if client is None or not submitted else client.gather(submitted)
+    return client.gather(client.map(fn, *zip(*jobs, strict=True), pure=False, key=keys))
 
 
 def _split(num_entries: int, chunksize: int) -> list[tuple[int, int]]:
@@ -222,9 +217,8 @@ def plan_partitions(
     keys = [None if st is None else file_identity(f.path, st) for f, st in zip(specs, stats, strict=True)]
     keys = [None if k is None else f"{k}|{f.treename}" for k, f in zip(keys, specs, strict=True)]
     todo = [i for i, k in enumerate(keys) if specs[i].steps is None and (k is None or k not in cache)]
-    counted = _gather(
-        client,
-        _on_cluster(client, _count, [(*files[i][1:], names[files[i][0]], retries) for i in todo], "count"),
+    counted = _on_cluster(
+        client, _count, [(*files[i][1:], names[files[i][0]], retries) for i in todo], "count"
     )
     entries = dict(zip(todo, counted, strict=True))
     for i, found in entries.items():
@@ -277,9 +271,8 @@ def plan_partitions(
             stops.append(b)
     if verify_checksums:
         skipped = _verify_checksums(client, records, files, names, set(file_index), skip_bad_files, retries)
-        errors.extend(skipped)
-        dropped = {i for i, (_, path, _) in enumerate(files) if any(e.file == path for e in skipped)}
-        kept = [k for k, i in enumerate(file_index) if i not in dropped]
+        errors.extend(skipped.values())
+        kept = [k for k, i in enumerate(file_index) if i not in skipped]
         file_index, starts, stops = ([v[k] for k in kept] for v in (file_index, starts, stops))
     table = PartitionTable(
         datasets=names,
@@ -301,22 +294,20 @@ def _verify_checksums(
     used: set[int],
     skip_bad_files: bool | Sequence[str],
     retries: int,
-) -> list[ChecksumError]:
+) -> dict[int, ChecksumError]:
     """Compute the checksum of every file in *used* whose record has one, on the cluster (one task per
     file). A mismatch goes into the file's record (its partitions fail), or, when *skip_bad_files*
-    skips a :class:`ChecksumError`, into the returned list (the file is skipped)."""
+    skips a :class:`ChecksumError`, into the returned file index → error (the file is skipped)."""
     check = [i for i in sorted(used) if records[i].checksum is not None]
     jobs = [(files[i][1], records[i].checksum, retries) for i in check]
-    skipped = []
-    for i, problem in zip(
-        check, _gather(client, _on_cluster(client, verify_checksum, jobs, "checksum")), strict=True
-    ):
+    skipped: dict[int, ChecksumError] = {}
+    for i, problem in zip(check, _on_cluster(client, verify_checksum, jobs, "checksum"), strict=True):
         if problem is None:
             continue
         d, path, tree = files[i]
         err = ChecksumError(problem, dataset=names[d], file=path, treename=tree)
         if _skips(skip_bad_files, _exception_types(err)):
-            skipped.append(err)
+            skipped[i] = err
         else:
             records[i] = replace(records[i], checksum_error=problem)
     return skipped
