@@ -18,7 +18,7 @@ from coffea.nanoevents import NanoAODSchema
 import distproc
 from distproc.exceptions import FilesetError
 from distproc.fileset import normalize_fileset
-from distproc.partitioning import plan_partitions
+from distproc.partitioning import _CACHE_NAME, plan_partitions
 
 PROCS = Path(__file__).parent / "procs" / "parity.py"
 pytestmark = pytest.mark.cluster
@@ -149,10 +149,7 @@ def test_preprocessed_fileset_steps_are_the_partitions(nano_dy, nano_tt, tmp_pat
     got = [(table[i].file, table[i].entry_start, table[i].entry_stop) for i in range(len(table))]
     want = [(p, a, b) for ds in available.values() for p, f in ds["files"].items() for a, b in f["steps"]]
     assert got == want
-    assert (
-        not (tmp_path / "entries-v1.json").exists()
-        or "nano" not in (tmp_path / "entries-v1.json").read_text()
-    )
+    assert not (tmp_path / _CACHE_NAME).exists() or "nano" not in (tmp_path / _CACHE_NAME).read_text()
 
 
 @pytest.mark.parametrize("steps", [[[0, 10], [10]], [[5, 2]], "0-10", [[-1, 3]], [[0, True]], []])

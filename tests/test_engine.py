@@ -14,7 +14,7 @@ import uproot
 import distproc
 from distproc.engine import build_graph
 from distproc.fileset import normalize_fileset
-from distproc.partitioning import plan_partitions
+from distproc.partitioning import _CACHE_NAME, plan_partitions
 
 PROCS = Path(__file__).parent / "procs" / "muon.py"
 pytestmark = pytest.mark.cluster
@@ -127,12 +127,12 @@ def test_graph_is_linear_in_partitions(nano_tt, tmp_path):
 def test_preprocessing_cache_avoids_reopening(nano_dy, tmp_path, monkeypatch):
     datasets = normalize_fileset({"dy": [str(nano_dy)]})
     first, _ = plan_partitions(datasets, chunksize=10, cache_dir=tmp_path)
-    assert (tmp_path / "entries-v1.json").exists()
+    assert (tmp_path / _CACHE_NAME).exists()
 
     def must_not_open(*args, **kwargs):
         raise AssertionError("file reopened despite the cache")
 
-    monkeypatch.setattr("distproc.partitioning.count_entries", must_not_open)
+    monkeypatch.setattr("distproc.partitioning.count_entries_and_uuid", must_not_open)
     second, _ = plan_partitions(datasets, chunksize=10, cache_dir=tmp_path)
     assert second == first
     assert len(second) == 4

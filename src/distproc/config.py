@@ -37,6 +37,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "split_every": (int,),
     "retries": (int,),
     "skip_bad_files": (bool, list),
+    "verify_checksums": (bool,),
     "cache_dir": (str, type(None)),
     "progress": (bool, type(None)),
     "open_files": (int,),

@@ -21,12 +21,14 @@ __all__ = (
     "BackendUnavailableError",
     "BinningError",
     "CheckpointError",
+    "ChecksumError",
     "ClusterError",
     "ConfigError",
     "CorrectionNotFoundError",
     "DaskModeError",
     "DistprocError",
     "DuplicateVariationError",
+    "FileChangedError",
     "FilesetError",
     "FitError",
     "GPUUnavailableWarning",
@@ -34,6 +36,7 @@ __all__ = (
     "InferenceError",
     "InferenceInputError",
     "InferenceWarning",
+    "InputIntegrityError",
     "InputsError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -133,7 +136,7 @@ class FilesetError(DistprocError, ValueError):
         self.file = file
         self.treename = treename
         parts = [message]
-        if file is not None:
+        if file is not None and file not in message:  # a message naming its file does not repeat it
             parts.append(f"in file {file}")
         if treename is not None:
             parts.append(f"tree {treename!r}")
@@ -144,6 +147,20 @@ class FilesetError(DistprocError, ValueError):
 
 class ReadError(FilesetError, OSError):
     """A ROOT file could not be opened or read (missing, truncated, corrupt, or server down)."""
+
+
+class InputIntegrityError(ReadError):
+    """An input file is not what its fileset or preprocessing recorded (see :mod:`distproc.integrity`)."""
+
+
+class FileChangedError(InputIntegrityError):
+    """An input file differs at processing time from what preprocessing recorded of it (uuid, size,
+    modification time, entries): its partitions are not read (see :mod:`distproc.integrity`)."""
+
+
+class ChecksumError(InputIntegrityError):
+    """An input file's checksum differs from the one its fileset gives (or could not be computed) with
+    ``verify_checksums``: its partitions are not trusted (see :mod:`distproc.integrity`)."""
 
 
 class PartitionError(DistprocError, RuntimeError):

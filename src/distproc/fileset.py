@@ -14,8 +14,13 @@ files, or a distproc column manifest (``manifest.json`` or its directory, writte
 :class:`~distproc.columns.ColumnWriter`), which stands for the files it lists.
 
 A fileset written by ``coffea.dataset_tools.preprocess`` is accepted as it is: each file's ``steps``
-(``[[start, stop], ...]``) become its partitions, and the dataset's ``form``/``compressed_form`` is not
-needed (the form is read from the files).
+(``[[start, stop], ...]``) become its partitions, its ``uuid`` and ``num_entries`` are what the file is
+checked against when it is read (:mod:`distproc.integrity`), and the dataset's ``form``/
+``compressed_form`` is not needed (the form is read from the files).
+
+A file given as a mapping may also carry its ``checksum`` as grid catalogues such as Rucio record it,
+``{"object_path": "Events", "checksum": "adler32:0a1b2c3d"}``, which the run option ``verify_checksums``
+checks before the file's partitions are trusted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 from distproc._paths import is_remote
 from distproc.columns import MANIFEST_NAME, read_manifest
 from distproc.exceptions import FilesetError
+from distproc.integrity import parse_checksum
 
 __all__ = ("Dataset", "FileSpec", "normalize_fileset")
 
@@ -41,11 +47,16 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One input file: its path or URL, the tree to read and, if given, its partitions (``steps``)."""
+    """One input file: its path or URL, the tree to read and, if the fileset gives them, its partitions
+    (``steps``), UUID and entries (``uuid``, ``num_entries``, as coffea's preprocessing writes them) and
+    checksum (``checksum``, ``adler32:0a1b2c3d``)."""
 
     path: str
     treename: str
     steps: tuple[tuple[int, int], ...] | None = None
+    uuid: str | None = None
+    num_entries: int | None = None
+    checksum: str | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -102,27 +113,58 @@ def _steps_of(name: str, path: str, steps: Any) -> tuple[tuple[int, int], ...] |
     return tuple((int(a), int(b)) for a, b in steps)
 
 
-def _files_of(name: str, files: Any, treename: str) -> list[tuple[str, str, Any]]:
+def _recorded(name: str, path: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A file entry's ``steps``, ``uuid``, ``num_entries`` and ``checksum``, validated."""
+    found: dict[str, Any] = {"steps": _steps_of(name, path, entry.get("steps"))}
+    uuid, entries, checksum = entry.get("uuid"), entry.get("num_entries"), entry.get("checksum")
+    if uuid is not None and not isinstance(uuid, str):
+        msg = f"'uuid' must be a string, got {uuid!r:.60}"
+        raise FilesetError(msg, dataset=name, file=path)
+    if entries is not None and not (
+        isinstance(entries, Integral) and not isinstance(entries, bool) and entries >= 0
+    ):
+        msg = f"'num_entries' must be a non-negative integer, got {entries!r:.60}"
+        raise FilesetError(msg, dataset=name, file=path)
+    found["uuid"] = uuid
+    found["num_entries"] = None if entries is None else int(entries)
+    found["checksum"] = None if checksum is None else parse_checksum(checksum, dataset=name, file=path)
+    return found
+
+
+def _files_of(name: str, files: Any, treename: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(path or pattern, tree, what the fileset records of it)`` for a dataset's ``files``."""
     if isinstance(files, str):
-        return [(files, treename, None)]
+        return [(files, treename, {})]
     if isinstance(files, Mapping):
         triples = []
         for path, tree in files.items():
-            steps = None
+            recorded: dict[str, Any] = {}
             if isinstance(tree, Mapping):
-                steps = _steps_of(name, str(path), tree.get("steps"))
+                recorded = _recorded(name, str(path), tree)
                 tree = tree.get("object_path", treename)
             if tree is None:
                 tree = treename
             if not isinstance(tree, str):
                 msg = f"tree name for {path!r} must be a string, got {type(tree).__name__}"
                 raise FilesetError(msg, dataset=name)
-            triples.append((str(path), tree, steps))
+            triples.append((str(path), tree, recorded))
         return triples
     if isinstance(files, Sequence):
-        return [(str(path), treename, None) for path in files]
+        return [(str(path), treename, {}) for path in files]
     msg = f"'files' must be a mapping path → tree name or a list of paths, got {type(files).__name__}"
     raise FilesetError(msg, dataset=name)
+
+
+def _one_if_recorded(paths: list[str], pattern: str, recorded: Mapping[str, Any], name: str) -> list[str]:
+    """*paths* (what *pattern* expands to), refused when the fileset records a UUID, entry count or
+    checksum for a pattern naming several files: those belong to one file."""
+    given = [key for key in ("uuid", "num_entries", "checksum") if recorded.get(key) is not None]
+    if given and len(paths) != 1:
+        msg = (
+            f"{given[0]!r} belongs to one file, but {pattern!r} names {len(paths)}: list the files one by one"
+        )
+        raise FilesetError(msg, dataset=name, file=pattern)
+    return paths
 
 
 def normalize_fileset(
@@ -191,9 +233,9 @@ def normalize_fileset(
             pairs = _files_of(name, entry, treename)
             metadata = {}
         files = tuple(
-            FileSpec(path, tree, steps)
-            for pattern, tree, steps in pairs
-            for path in _expand(pattern, base, name, tree)
+            FileSpec(path, tree, **recorded)
+            for pattern, tree, recorded in pairs
+            for path in _one_if_recorded(_expand(pattern, base, name, tree), pattern, recorded, name)
         )
         if not files:
             msg = "dataset has no files"

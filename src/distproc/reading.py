@@ -26,8 +26,8 @@ __all__ = (
     "SKIPPED_TOPIC",
     "check_schema",
     "count_entries",
+    "count_entries_and_uuid",
     "file_format",
-    "file_identity",
     "format_skipped",
     "partition_events",
     "skipped_branches",
@@ -194,44 +194,27 @@ def _get_tree(file: Any, path: str, treename: str, dataset: str | None) -> Any:
     return tree
 
 
-def file_identity(path: str) -> str | None:
-    """A cheap identity of a file's content (path, size, mtime) without opening it as ROOT.
-
-    Returns ``None`` when the file cannot be stat-ed (it then gets no cache entry).
-    """
-    if is_remote(path):
-        try:
-            import fsspec
-
-            options: dict[str, Any] = {}
-            if path.startswith(("root://", "roots://")):
-                _configure_xrootd()
-                options["timeout"] = XROOTD_TIMEOUT
-            fs, fspath = fsspec.core.url_to_fs(path, **options)
-            info = fs.info(fspath)
-        except Exception:  # noqa: BLE001  (any failure just means: do not cache)
-            return None
-        return f"{path}|{info.get('size')}|{info.get('mtime', info.get('modified', ''))}"
-    try:
-        st = os.stat(path.removeprefix("file://"))
-    except OSError:
-        return None
-    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
-
-
 def count_entries(path: str, treename: str, dataset: str | None = None, retries: int = RETRIES) -> int:
     """Number of entries of *treename* in *path* (runs on a worker during preprocessing).
 
     Reads the head of the tree's record only (:func:`_header_entries`), else the whole tree. A Parquet
     file's rows are read from its footer (:mod:`distproc.parquet_input`).
     """
+    return count_entries_and_uuid(path, treename, dataset, retries)[0]
+
+
+def count_entries_and_uuid(
+    path: str, treename: str, dataset: str | None = None, retries: int = RETRIES
+) -> tuple[int, str | None]:
+    """:func:`count_entries` and the file's UUID (None for Parquet), which preprocessing records
+    (:mod:`distproc.integrity`)."""
     if is_parquet(path):
-        return count_rows(path, dataset)
+        return count_rows(path, dataset), None
     with _open_file(path, retries=retries, dataset=dataset) as file:
         entries = _header_entries(file, treename)
         if entries is None:
             entries = _get_tree(file, path, treename, dataset).num_entries
-        return int(entries)
+        return int(entries), str(file.file.uuid)
 
 
 _FENTRIES = struct.Struct(">q")

@@ -42,6 +42,7 @@ all.export $dir/data r/o
 all.adminpath $dir/run
 all.pidpath $dir/run
 xrd.port $port
+xrootd.chksum adler32
 CONF
 
 # -b daemonizes; the log goes to $dir/run/distproc/xrootd.log (xrootd adds the instance name).

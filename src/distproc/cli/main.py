@@ -171,6 +171,11 @@ def print_summary(result: Any, output_dir: Path) -> None:
     help="Checkpoint directory (default OUTPUT/.checkpoint); a rerun resumes from it.",
 )
 @click.option("--no-checkpoint", is_flag=True, help="Keep no checkpoint.")
+@click.option(
+    "--verify-checksums/--no-verify-checksums",
+    default=None,
+    help="Check the checksum the fileset gives for a file (checksum: adler32:...) before trusting it.",
+)
 @click.option("--fresh", is_flag=True, help="Discard the checkpoint and process every partition.")
 def run_command(
     config: Path | None,
@@ -187,6 +192,7 @@ def run_command(
     mode: str | None,
     checkpoint: Path | None,
     no_checkpoint: bool,
+    verify_checksums: bool | None,
     fresh: bool,
 ) -> None:
     """Run the processor, fileset and cluster named in CONFIG (YAML) and write the outputs.
@@ -216,6 +222,7 @@ def run_command(
         "schema": schema,
         "treename": treename,
         "mode": mode,
+        "verify_checksums": verify_checksums,
     }
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a batch system's SIGTERM stops like Ctrl-C
     ckpt_dir = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distproc.exceptions import PartitionError
+from distproc.exceptions import ChecksumError, FileChangedError, PartitionError
 from distproc.report import PartitionFailure
 
 __all__ = (
@@ -23,6 +23,9 @@ __all__ = (
     "raise_failed",
 )
 
+#: Failures that concern one input file, not the processor: the file's partitions all fail alike, the
+#: others are fine, so they never stop a run early (:mod:`distproc.integrity`).
+_ONE_FILE = tuple(f"{cls.__name__}: " for cls in (FileChangedError, ChecksumError))
 #: A run stops early when this many of its first partitions to finish all failed with the same exception
 #: (type and message) and none succeeded.
 REPEATED_FAILURES = 3
@@ -75,8 +78,9 @@ class RepeatWatch:
     """Sees the first *threshold* partitions of a run to finish; :attr:`stop` says when to stop the run.
 
     The run stops when all of them failed with the same exception: a failure that repeats from the start
-    (a typo in ``process()``, a branch every file lacks) would fail every other partition too. A run of
-    *threshold* partitions or fewer is never stopped early (there is nothing left to save).
+    (a typo in ``process()``, a branch every file lacks) would fail every other partition too. A file
+    changed since preprocessing or failing its checksum fails only its own partitions: never a reason.
+    A run of *threshold* partitions or fewer is never stopped early (there is nothing left to save).
 
     Examples
     --------
@@ -106,7 +110,11 @@ class RepeatWatch:
         self.seen.append(partial)
         if len(self.seen) == self.threshold:
             kinds = {f.exception for p in self.seen for f in p.failures}
-            self.stop = all(p.failures and not p.stats for p in self.seen) and len(kinds) == 1
+            self.stop = (
+                all(p.failures and not p.stats for p in self.seen)
+                and len(kinds) == 1
+                and not next(iter(kinds)).startswith(_ONE_FILE)
+            )
         return self.stop
 
     def reason(self) -> str:

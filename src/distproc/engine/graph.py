@@ -14,6 +14,7 @@ from typing import Any
 from distproc.engine.checkpoint import Checkpoint, load_entry, merge_and_save, process_and_save
 from distproc.engine.worker import WorkerOptions, merge, process_partition
 from distproc.partitioning import PartitionTable
+from distproc.remote import RETRIES
 
 __all__ = ("build_graph", "graph_token", "post_order", "tree_spans")
 
@@ -27,7 +28,7 @@ def build_graph(
     *,
     split_every: int,
     schema: str = "nanoaod",
-    retries: int = 3,
+    retries: int = RETRIES,
     open_files: int = WorkerOptions.open_files,
     local_reads: str = WorkerOptions.local_reads,
     checkpoint: Checkpoint | None = None,

@@ -31,6 +31,7 @@ from distproc.engine.submit import submit_graph
 from distproc.engine.worker import Partial, merge
 from distproc.exceptions import ConfigError, DaskModeError, RunInterrupted
 from distproc.fileset import normalize_fileset
+from distproc.integrity import skip_changed
 from distproc.io import add_missing_datasets
 from distproc.partitioning import PartitionTable, plan_partitions
 from distproc.processor import keep_script_file_names
@@ -54,6 +55,7 @@ def run(
     split_every: int | None = None,
     retries: int | None = None,
     skip_bad_files: bool | None = None,
+    verify_checksums: bool | None = None,
     cache_dir: str | None = None,
     progress: bool | None = None,
     base_dir: str | None = None,
@@ -98,7 +100,15 @@ def run(
         exponential back-off from 0.5 s (default 5: a server back within about 15 s goes unnoticed).
     skip_bad_files
         Skip unreadable files (listed in the report, result marked partial) instead of raising; or a list
-        of exception type names (``["OSError"]``): skip only files whose error is one of them.
+        of exception type names (``["OSError"]``): skip only files whose error is one of them. A file
+        found changed since preprocessing (:class:`~distproc.exceptions.FileChangedError`: its UUID,
+        size, modification time or entries differ; see :mod:`distproc.integrity`) fails its partitions
+        unless skipped so.
+    verify_checksums
+        Compute the checksum of every file whose fileset entry gives one (``checksum:
+        adler32:0a1b2c3d``), once per run, before its partitions are trusted: a local file by reading it,
+        a ``root://`` one by the XRootD server's checksum query. A mismatch fails the file's partitions
+        with :class:`~distproc.exceptions.ChecksumError` naming both checksums (default false).
     cache_dir
         Where the preprocessing cache (entries per file) lives (default ``$DISTPROC_CACHE_DIR`` or
         ``~/.cache/distproc``).
@@ -178,6 +188,7 @@ def run(
         split_every=split_every,
         retries=retries,
         skip_bad_files=skip_bad_files,
+        verify_checksums=verify_checksums,
         cache_dir=cache_dir,
         progress=progress,
         open_files=open_files,
@@ -216,6 +227,7 @@ def run(
             cache_dir=opts["cache_dir"],
             skip_bad_files=opts["skip_bad_files"],
             retries=opts["retries"],
+            verify_checksums=opts["verify_checksums"],
         )
         preprocess_seconds = time.perf_counter() - start
         if isinstance(processor, DaskModeProcessor):
@@ -253,18 +265,19 @@ def run(
     wall = time.perf_counter() - start
     _raise_dask_mode_error(reduced.failures)
     output, conflicts = pop_conflicts(reduced.output)
+    failures, changed = skip_changed(reduced.failures, opts["skip_bad_files"])
     output = add_missing_datasets(output, datasets)  # a dataset all cut away stays on the axis
     if output is not None and hasattr(processor, "postprocess"):
         post = processor.postprocess(output)
         output = output if post is None else post
     report = RunReport.build(
         stats=reduced.stats,
-        failures=reduced.failures,
+        failures=failures,
         planned=table.events_per_dataset(),
         planned_partitions=len(table),
         wall_seconds=wall,
         preprocess_seconds=preprocess_seconds,
-        skipped_files=[str(e) for e in bad_files],
+        skipped_files=[str(e) for e in bad_files] + changed,
         cluster=cluster_repr,
         dashboard=dashboard,
         output_conflicts=[c.describe(lambda i: _name(table, i)) for c in conflicts],

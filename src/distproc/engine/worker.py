@@ -19,6 +19,7 @@ from distproc.engine.merge import add_outputs
 from distproc.engine.state import WORKER, active, close_quietly
 from distproc.missing_field import missing_field_message
 from distproc.partitioning import PartitionTable
+from distproc.remote import RETRIES
 from distproc.report import PartitionFailure, PartitionStat
 
 __all__ = ("WorkerOptions", "merge", "process_partition")
@@ -29,7 +30,7 @@ class WorkerOptions:
     """The run options the workers apply (``open_files``, ``local_reads``: see :mod:`distproc.config`)."""
 
     schema: str = "nanoaod"
-    retries: int = 3
+    retries: int = RETRIES
     open_files: int = 4
     local_reads: str = "thread"
 
@@ -72,9 +73,12 @@ def process_partition(
     A run in this process (:mod:`~distproc.engine.inline`) passes *errors* to get the exception itself
     too, with its traceback for a debugger. A misspelled field's message names the collection and the
     near misses (:func:`~distproc.missing_field.missing_field_message`).
+    Before reading, the file is checked against what preprocessing recorded of it
+    (:mod:`distproc.integrity`): a changed file fails the partition, never is read silently.
     The file stays open on this worker for the run's next partition of it (opening a file and reading
     its tree's metadata again cost as much as a tenth of a partition); it is closed if anything fails.
     """
+    from distproc.integrity import check_open_file, check_unchanged
     from distproc.reading import partition_events
 
     tune_malloc()
@@ -89,6 +93,9 @@ def process_partition(
     with active(state):
         try:
             processor = state.processor(payload)
+            record = table.record(i)
+            if record is not None:  # the file is what preprocessing saw (size, mtime, checksum)
+                check_unchanged(state, part, record)
             file = state.take_file(part.file)
             before = 0 if file is None else int(file.file.source.num_requested_bytes)
             events, file = partition_events(
@@ -102,6 +109,8 @@ def process_partition(
                 file=file,
                 local_reads=options.local_reads,
             )
+            if record is not None:  # ... and so are its UUID and entries
+                check_open_file(file, part, record)
             file.file.array_cache = None  # each partition's arrays are read once: do not keep them around
             output = _call(processor, events)
             bytes_read = int(file.file.source.num_requested_bytes) - before
