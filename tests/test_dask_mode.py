@@ -192,11 +192,31 @@ def test_outputs_needing_every_partition_are_refused(client, nano_dy, tmp_path, 
     assert err.value.output == f"output{output}"
 
 
-@pytest.mark.parametrize(("name", "max_chunks"), [("MuonCutflow", 1), ("MuonCutflow", None), ("LazyFill", 1)])
-def test_dask_processor_in_partition_mode_is_one_clear_error(client, nano_dy, tmp_path, name, max_chunks):
-    """dak functions on concrete arrays, or hist.dask histograms returned unfilled: never a silent answer."""
+def test_an_output_refused_on_a_worker_keeps_its_key(client, nano_dy, tmp_path):
+    """The client traces the first dataset only; the refusal of another dataset's output happens in a
+    worker process and reaches the caller as the same DaskModeError, ``output`` and all."""
+    steps = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    fileset = {name: {"files": steps} for name in ("a", "b")}
+    proc = distproc.load_processor(f"{PROCS}:RatioIn", {"dataset": "b"})
+    with pytest.raises(DaskModeError, match="cannot be evaluated partition by partition") as err:
+        _run(proc, fileset, tmp_path, cluster=client)
+    assert err.value.output == "output['pt']"
+    assert f"first raised in b: {nano_dy} [Events] entries " in str(err.value)
+    assert str(err.value).count("cannot be evaluated") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "max_chunks", "output"),
+    [("MuonCutflow", 1, None), ("MuonCutflow", None, None), ("LazyFill", 1, "output['pt']")],
+)
+def test_dask_processor_in_partition_mode_is_one_clear_error(
+    client, nano_dy, tmp_path, name, max_chunks, output
+):
+    """dak functions on concrete arrays, or hist.dask histograms returned unfilled: never a silent answer.
+    The error is raised in a worker process and reaches the caller with its ``output`` (the key of the
+    unfilled histogram; none for a dak call) and the partition it was first raised in."""
     proc = distproc.load_processor(f"{PROCS}:{name}")
-    with pytest.raises(DaskModeError, match=r"written for dask-awkward.*mode='dask'"):
+    with pytest.raises(DaskModeError, match=r"written for dask-awkward.*mode='dask'") as err:
         distproc.run(
             proc,
             {"dy": [str(nano_dy)]},
@@ -206,6 +226,9 @@ def test_dask_processor_in_partition_mode_is_one_clear_error(client, nano_dy, tm
             progress=False,
             cache_dir=str(tmp_path / "cache"),
         )
+    assert err.value.output == output
+    assert f"first raised in dy: {nano_dy} [Events] entries " in str(err.value)
+    assert str(err.value).count("written for dask-awkward") == 1
 
 
 def test_yaml_mode_dask_through_the_cli(nano_dy, tmp_path):

@@ -69,6 +69,23 @@ class Ratio(processor.ProcessorABC):
         return accumulator
 
 
+class RatioIn(processor.ProcessorABC):
+    """A ratio of two whole-dataset reductions for *dataset* only, a plain reduction for the others: the
+    client's trace (the first dataset's) accepts it, the workers' trace of *dataset* refuses it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def process(self, events):
+        total = dak.sum(events.Muon.pt)
+        if events.metadata["dataset"] == self.dataset:
+            return {"pt": total / dak.sum(ak.num(events.Muon, axis=1))}
+        return {"pt": total}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
 class NormalisedFill(processor.ProcessorABC):
     """Weights normalised by the whole dataset's sum: a fill that depends on every partition."""
 

@@ -8,6 +8,7 @@ the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and asse
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import threading
@@ -345,12 +346,13 @@ def _name(table: PartitionTable, i: int) -> str:
 
 def _raise_dask_mode_error(failures: list[PartitionFailure]) -> None:
     """Raise the first :class:`DaskModeError` a partition recorded: it is the processor's, not the
-    partition's (every partition would fail alike), and says how to run the processor."""
-    prefix = f"{DaskModeError.__name__}: "
+    partition's (every partition would fail alike), and says how to run the processor. It is the
+    worker's error, with its attributes (``output``), and the message names the partition."""
     for failure in failures:
-        if failure.exception.startswith(prefix):
-            msg = f"{failure.exception.removeprefix(prefix)}\n    first raised in {failure.describe()}"
-            raise DaskModeError(msg)
+        if isinstance(failure.error, DaskModeError):
+            err = copy.copy(failure.error)  # the same type and attributes (the pickling rule)
+            err.args = (f"{failure.error}\n    first raised in {_label(failure)}",)
+            raise err
 
 
 #: The run options that change a partition's output (the others change only how it is computed).
