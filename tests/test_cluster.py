@@ -307,6 +307,33 @@ def test_gateway_run_equals_local_files_and_shuts_its_cluster_down(
         )
 
 
+@pytest.mark.cluster
+def test_gateway_runs_dask_mode_as_coffea(gateway_server, nano_dy: Path, tmp_path: Path) -> None:
+    """``mode="dask"`` on a gateway cluster: a coffea dask-awkward processor's outputs as coffea's
+    ``apply_to_fileset`` + ``dask.compute`` give them on the same steps."""
+    from coffea.nanoevents import NanoAODSchema
+    from test_dask_mode import PROCS, _coffea, _preprocess, assert_same
+
+    fileset = _preprocess({"dy": {"files": {str(nano_dy): "Events"}}}, step_size=20)
+    processor = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    cluster = {
+        "kind": "gateway",
+        "address": gateway_server.address,
+        "auth": "basic",
+        "workers": 1,
+        "cluster_options": {"worker_cores": 1},
+        "start_timeout": 120,
+    }
+    result = distproc.run(
+        processor, fileset, mode="dask", cluster=cluster, progress=False, cache_dir=str(tmp_path)
+    )
+    assert not result.report.failures, result.report.failures[0].traceback
+    assert "GatewayCluster" in result.report.cluster
+    assert result.report.datasets["dy"].partitions == 2
+    assert_same(result.output, _coffea(processor, fileset, NanoAODSchema))
+    assert result.output["dy"]["cutflow"]["all"] == 40
+
+
 # --- real workers -----------------------------------------------------------------------------------
 
 
