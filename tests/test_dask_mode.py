@@ -192,6 +192,33 @@ def test_outputs_needing_every_partition_are_refused(client, nano_dy, tmp_path, 
     assert err.value.output == f"output{output}"
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_an_unevaluable_output_is_refused_without_waiting_for_workers(nano_dy, tmp_path, progress):
+    """The client traces the processor once the tasks are submitted (so the trace does not delay the
+    workers): with no worker at all (batch jobs still queued), the error comes from that trace, and the
+    run's tasks are cancelled."""
+    import time
+
+    fileset = {"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}}}
+    proc = distproc.load_processor(f"{PROCS}:Ratio")
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
+        with pytest.raises(DaskModeError, match="cannot be evaluated partition by partition") as err:
+            _run(proc, fileset, tmp_path, cluster=c, progress=progress)
+        assert err.value.output == "output['mean_pt']"
+        assert "first raised in" not in str(err.value)  # the client's trace, not a partition's
+
+        def tasks(dask_scheduler):
+            return len(dask_scheduler.tasks)
+
+        deadline = time.monotonic() + 60
+        while c.run_on_scheduler(tasks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.run_on_scheduler(tasks) == 0
+
+
 def test_an_output_refused_on_a_worker_keeps_its_key(client, nano_dy, tmp_path):
     """The client traces the first dataset only; the refusal of another dataset's output happens in a
     worker process and reaches the caller as the same DaskModeError, ``output`` and all."""

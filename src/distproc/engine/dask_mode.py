@@ -572,8 +572,10 @@ def dask_written_error(err: BaseException) -> DaskModeError | None:
 
 
 def trace_on_client(processor: DaskModeProcessor, table: Any, *, schema: str, retries: int) -> None:
-    """Trace *processor* for the first partition's dataset here, before any task is sent, so that an
-    output dask mode cannot evaluate is one :class:`DaskModeError` rather than a failure per partition.
+    """Trace *processor* for the first partition's dataset here, on the client, so that an output dask
+    mode cannot evaluate is one :class:`DaskModeError` rather than a failure per partition, and comes at
+    once (also while batch jobs wait in a queue). The engine calls it once the tasks are submitted, so
+    the trace does not delay the workers' first partitions.
 
     Any other exception is left to the partitions, which report it with their file and entry range.
     """
