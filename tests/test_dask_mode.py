@@ -234,15 +234,26 @@ def test_an_output_refused_on_a_worker_keeps_its_key(client, nano_dy, tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "max_chunks", "output"),
-    [("MuonCutflow", 1, None), ("MuonCutflow", None, None), ("LazyFill", 1, "output['pt']")],
+    [
+        ("MuonCutflow", 1, None),
+        ("MuonCutflow", None, None),
+        ("LazyFill", 1, "output['pt']"),
+        ("LazyFill", None, "output['pt']"),
+        ("ReturnsCollection:array", None, "output['lazy']['array']"),
+        ("ReturnsCollection:scalar", None, "output['lazy']['scalar']"),
+        ("ReturnsCollection:delayed", None, "output['lazy']['delayed']"),
+    ],
 )
 def test_dask_processor_in_partition_mode_is_one_clear_error(
     client, nano_dy, tmp_path, name, max_chunks, output
 ):
-    """dak functions on concrete arrays, or hist.dask histograms returned unfilled: never a silent answer.
+    """dak functions on concrete arrays, or dask collections returned (a hist.dask histogram left
+    unfilled, a dask_awkward array or scalar, a dask.delayed), with one partition or several: never a
+    silent answer.
     The error is raised in a worker process and reaches the caller with its ``output`` (the key of the
     unfilled histogram; none for a dak call) and the partition it was first raised in."""
-    proc = distproc.load_processor(f"{PROCS}:{name}")
+    name, _, kind = name.partition(":")
+    proc = distproc.load_processor(f"{PROCS}:{name}", {"kind": kind} if kind else None)
     with pytest.raises(DaskModeError, match=r"written for dask-awkward.*mode='dask'") as err:
         distproc.run(
             proc,

@@ -121,6 +121,22 @@ class LazyFill(processor.ProcessorABC):
         return accumulator
 
 
+class ReturnsCollection(processor.ProcessorABC):
+    """Written half for dask-awkward: wraps its concrete result in a dask collection of *kind*
+    (``array``: a dask_awkward array, ``scalar``: a dask_awkward scalar, ``delayed``: a dask.delayed)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def process(self, events):
+        pt = dak.from_awkward(ak.flatten(events.Muon.pt), npartitions=1)
+        lazy = {"array": pt, "scalar": dak.sum(pt), "delayed": dask.delayed(len)(events)}[self.kind]
+        return {"events": len(events), "lazy": {self.kind: lazy}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
 class CountedTraces(processor.ProcessorABC):
     """Muon counts; each call of process() (one per trace) appends a line to *log*. Reads the dataset
     name from the metadata only if *read_dataset*."""
