@@ -192,6 +192,29 @@ def test_outputs_needing_every_partition_are_refused(client, nano_dy, tmp_path, 
     assert err.value.output == f"output{output}"
 
 
+def test_a_dataset_whose_outputs_cannot_be_added_is_named_and_the_rest_kept(
+    client, nano_dy, nano_tt, tmp_path
+):
+    """Two file forms in one dataset, binned differently by the processor: that dataset's output is
+    reported (key, partitions) and left out; the other dataset's is returned and saved."""
+    one = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    both = {**one, str(nano_tt): {"object_path": "Events", "steps": [[0, 100], [100, 200]]}}
+    fileset = {"dy": {"files": one}, "mixed": {"files": both}}
+    proc = distproc.load_processor(f"{PROCS}:FormDependent")
+    result = _run(proc, fileset, tmp_path, cluster=client, progress=True)
+    assert result.partial
+    assert set(result.output) == {"dy"}
+    assert result.output["dy"]["n"] == 40
+    assert result.output["dy"]["pt"].sum() > 0
+    (conflict,) = result.report.output_conflicts
+    assert conflict.startswith("output['mixed'] cannot be added")
+    assert "axes not mergable" in conflict
+    assert f"mixed: {nano_dy} [0-20]" in conflict
+    saved = distproc.load(distproc.save(result, tmp_path / "out"))
+    assert saved.output["dy"]["n"] == 40
+    assert saved.report.output_conflicts == result.report.output_conflicts
+
+
 @pytest.mark.parametrize("progress", [False, True])
 def test_an_unevaluable_output_is_refused_without_waiting_for_workers(nano_dy, tmp_path, progress):
     """The client traces the processor once the tasks are submitted (so the trace does not delay the

@@ -137,6 +137,19 @@ class ReturnsCollection(processor.ProcessorABC):
         return accumulator
 
 
+class FormDependent(processor.ProcessorABC):
+    """A histogram whose binning depends on the file's form (its number of fields): files of other
+    forms in one dataset give histograms that cannot be added."""
+
+    def process(self, events):
+        h = hda.Hist.new.Reg(len(events.fields), 0, 200, name="pt").Double()
+        h.fill(pt=dak.flatten(events.Muon.pt))
+        return {"pt": h, "n": ak.num(events, axis=0)}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
 class CountedTraces(processor.ProcessorABC):
     """Muon counts; each call of process() (one per trace) appends a line to *log*. Reads the dataset
     name from the metadata only if *read_dataset*."""
