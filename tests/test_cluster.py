@@ -271,20 +271,25 @@ def test_gateway_without_dask_gateway_names_the_extra(monkeypatch: pytest.Monkey
         pass
 
 
+def _gateway(server: Any) -> dict[str, Any]:
+    """The cluster option of a one-worker cluster of the test gateway *server*."""
+    return {
+        "kind": "gateway",
+        "address": server.address,
+        "auth": "basic",
+        "workers": 1,
+        "cluster_options": {"worker_cores": 1},
+        "start_timeout": 120,
+    }
+
+
 @pytest.mark.cluster
 def test_gateway_run_equals_local_files_and_shuts_its_cluster_down(
     gateway_server, fileset: dict[str, list[str]], tmp_path: Path
 ) -> None:
     from dask_gateway import Gateway
 
-    cluster = {
-        "kind": "gateway",
-        "address": gateway_server.address,
-        "auth": "basic",
-        "workers": 1,
-        "cluster_options": {"worker_cores": 1},
-        "start_timeout": 120,
-    }
+    cluster = _gateway(gateway_server)
     result = distproc.run(
         distproc.load_processor(PROCESSOR), fileset, cluster=cluster, progress=False, cache_dir=str(tmp_path)
     )
@@ -316,14 +321,7 @@ def test_gateway_runs_dask_mode_as_coffea(gateway_server, nano_dy: Path, tmp_pat
 
     fileset = _preprocess({"dy": {"files": {str(nano_dy): "Events"}}}, step_size=20)
     processor = distproc.load_processor(f"{PROCS}:MuonCutflow")
-    cluster = {
-        "kind": "gateway",
-        "address": gateway_server.address,
-        "auth": "basic",
-        "workers": 1,
-        "cluster_options": {"worker_cores": 1},
-        "start_timeout": 120,
-    }
+    cluster = _gateway(gateway_server)
     result = distproc.run(
         processor, fileset, mode="dask", cluster=cluster, progress=False, cache_dir=str(tmp_path)
     )
