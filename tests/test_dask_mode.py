@@ -160,6 +160,23 @@ def test_processor_exception_names_its_partitions(client, nano_fileset, tmp_path
     assert "deliberate failure in dy" in result.report.failures[0].exception
 
 
+def test_a_checkpointed_run_resumes_what_it_finished(client, nano_dy, nano_tt, tmp_path):
+    """Dask-mode outputs go to the checkpoint like any other: a run that adds a dataset to a finished
+    one's fileset takes that one's partitions from the checkpoint (8 partitions: one subtree of the
+    reduction, split_every=8) and equals coffea on both."""
+    tt = _preprocess({"tt": {"files": {str(nano_tt): "Events"}}}, step_size=25)["tt"]
+    dy = _preprocess({"dy": {"files": {str(nano_dy): "Events"}}}, step_size=20)["dy"]
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    checkpoint = str(tmp_path / "checkpoint")
+    first = _run(proc, {"tt": tt}, tmp_path, cluster=client, checkpoint=checkpoint)
+    assert first.report.resumed_partitions == 0
+    fileset = {"tt": tt, "dy": dy}  # tt's partitions first, as before
+    result = _run(proc, fileset, tmp_path, cluster=client, checkpoint=checkpoint)
+    assert result.report.resumed_partitions == first.report.partitions == 8
+    assert result.report.partitions == 10
+    assert_same(result.output, _coffea(proc, fileset, NanoAODSchema))
+
+
 def test_read_errors_are_recorded_per_partition(client, nano_dy, nano_tt, tmp_path):
     broken = tmp_path / "broken.root"
     shutil.copy(nano_dy, broken)
