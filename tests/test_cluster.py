@@ -271,20 +271,25 @@ def test_gateway_without_dask_gateway_names_the_extra(monkeypatch: pytest.Monkey
         pass
 
 
+def _gateway(server: Any) -> dict[str, Any]:
+    """The cluster option of a one-worker cluster of the test gateway *server*."""
+    return {
+        "kind": "gateway",
+        "address": server.address,
+        "auth": "basic",
+        "workers": 1,
+        "cluster_options": {"worker_cores": 1},
+        "start_timeout": 120,
+    }
+
+
 @pytest.mark.cluster
 def test_gateway_run_equals_local_files_and_shuts_its_cluster_down(
     gateway_server, fileset: dict[str, list[str]], tmp_path: Path
 ) -> None:
     from dask_gateway import Gateway
 
-    cluster = {
-        "kind": "gateway",
-        "address": gateway_server.address,
-        "auth": "basic",
-        "workers": 1,
-        "cluster_options": {"worker_cores": 1},
-        "start_timeout": 120,
-    }
+    cluster = _gateway(gateway_server)
     result = distproc.run(
         distproc.load_processor(PROCESSOR), fileset, cluster=cluster, progress=False, cache_dir=str(tmp_path)
     )
@@ -305,6 +310,26 @@ def test_gateway_run_equals_local_files_and_shuts_its_cluster_down(
             progress=False,
             cache_dir=str(tmp_path),
         )
+
+
+@pytest.mark.cluster
+def test_gateway_runs_dask_mode_as_coffea(gateway_server, nano_dy: Path, tmp_path: Path) -> None:
+    """``mode="dask"`` on a gateway cluster: a coffea dask-awkward processor's outputs as coffea's
+    ``apply_to_fileset`` + ``dask.compute`` give them on the same steps."""
+    from coffea.nanoevents import NanoAODSchema
+    from test_dask_mode import PROCS, _coffea, _preprocess, assert_same
+
+    fileset = _preprocess({"dy": {"files": {str(nano_dy): "Events"}}}, step_size=20)
+    processor = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    cluster = _gateway(gateway_server)
+    result = distproc.run(
+        processor, fileset, mode="dask", cluster=cluster, progress=False, cache_dir=str(tmp_path)
+    )
+    assert not result.report.failures, result.report.failures[0].traceback
+    assert "GatewayCluster" in result.report.cluster
+    assert result.report.datasets["dy"].partitions == 2
+    assert_same(result.output, _coffea(processor, fileset, NanoAODSchema))
+    assert result.output["dy"]["cutflow"]["all"] == 40
 
 
 # --- real workers -----------------------------------------------------------------------------------

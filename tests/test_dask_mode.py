@@ -160,6 +160,23 @@ def test_processor_exception_names_its_partitions(client, nano_fileset, tmp_path
     assert "deliberate failure in dy" in result.report.failures[0].exception
 
 
+def test_a_checkpointed_run_resumes_what_it_finished(client, nano_dy, nano_tt, tmp_path):
+    """Dask-mode outputs go to the checkpoint like any other: a run that adds a dataset to a finished
+    one's fileset takes that one's partitions from the checkpoint (8 partitions: one subtree of the
+    reduction, split_every=8) and equals coffea on both."""
+    tt = _preprocess({"tt": {"files": {str(nano_tt): "Events"}}}, step_size=25)["tt"]
+    dy = _preprocess({"dy": {"files": {str(nano_dy): "Events"}}}, step_size=20)["dy"]
+    proc = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    checkpoint = str(tmp_path / "checkpoint")
+    first = _run(proc, {"tt": tt}, tmp_path, cluster=client, checkpoint=checkpoint)
+    assert first.report.resumed_partitions == 0
+    fileset = {"tt": tt, "dy": dy}  # tt's partitions first, as before
+    result = _run(proc, fileset, tmp_path, cluster=client, checkpoint=checkpoint)
+    assert result.report.resumed_partitions == first.report.partitions == 8
+    assert result.report.partitions == 10
+    assert_same(result.output, _coffea(proc, fileset, NanoAODSchema))
+
+
 def test_read_errors_are_recorded_per_partition(client, nano_dy, nano_tt, tmp_path):
     broken = tmp_path / "broken.root"
     shutil.copy(nano_dy, broken)
@@ -192,11 +209,92 @@ def test_outputs_needing_every_partition_are_refused(client, nano_dy, tmp_path, 
     assert err.value.output == f"output{output}"
 
 
-@pytest.mark.parametrize(("name", "max_chunks"), [("MuonCutflow", 1), ("MuonCutflow", None), ("LazyFill", 1)])
-def test_dask_processor_in_partition_mode_is_one_clear_error(client, nano_dy, tmp_path, name, max_chunks):
-    """dak functions on concrete arrays, or hist.dask histograms returned unfilled: never a silent answer."""
-    proc = distproc.load_processor(f"{PROCS}:{name}")
-    with pytest.raises(DaskModeError, match=r"written for dask-awkward.*mode='dask'"):
+def test_a_dataset_whose_outputs_cannot_be_added_is_named_and_the_rest_kept(
+    client, nano_dy, nano_tt, tmp_path
+):
+    """Two file forms in one dataset, binned differently by the processor: that dataset's output is
+    reported (key, partitions) and left out; the other dataset's is returned and saved."""
+    one = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    both = {**one, str(nano_tt): {"object_path": "Events", "steps": [[0, 100], [100, 200]]}}
+    fileset = {"dy": {"files": one}, "mixed": {"files": both}}
+    proc = distproc.load_processor(f"{PROCS}:FormDependent")
+    result = _run(proc, fileset, tmp_path, cluster=client, progress=True)
+    assert result.partial
+    assert set(result.output) == {"dy"}
+    assert result.output["dy"]["n"] == 40
+    assert result.output["dy"]["pt"].sum() > 0
+    (conflict,) = result.report.output_conflicts
+    assert conflict.startswith("output['mixed'] cannot be added")
+    assert "axes not mergable" in conflict
+    assert f"mixed: {nano_dy} [0-20]" in conflict
+    saved = distproc.load(distproc.save(result, tmp_path / "out"))
+    assert saved.output["dy"]["n"] == 40
+    assert saved.report.output_conflicts == result.report.output_conflicts
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_an_unevaluable_output_is_refused_without_waiting_for_workers(nano_dy, tmp_path, progress):
+    """The client traces the processor once the tasks are submitted (so the trace does not delay the
+    workers): with no worker at all (batch jobs still queued), the error comes from that trace, and the
+    run's tasks are cancelled."""
+    import time
+
+    fileset = {"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}}}
+    proc = distproc.load_processor(f"{PROCS}:Ratio")
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
+        with pytest.raises(DaskModeError, match="cannot be evaluated partition by partition") as err:
+            _run(proc, fileset, tmp_path, cluster=c, progress=progress)
+        assert err.value.output == "output['mean_pt']"
+        assert "first raised in" not in str(err.value)  # the client's trace, not a partition's
+
+        def tasks(dask_scheduler):
+            return len(dask_scheduler.tasks)
+
+        deadline = time.monotonic() + 60
+        while c.run_on_scheduler(tasks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.run_on_scheduler(tasks) == 0
+
+
+def test_an_output_refused_on_a_worker_keeps_its_key(client, nano_dy, tmp_path):
+    """The client traces the first dataset only; the refusal of another dataset's output happens in a
+    worker process and reaches the caller as the same DaskModeError, ``output`` and all."""
+    steps = {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}
+    fileset = {name: {"files": steps} for name in ("a", "b")}
+    proc = distproc.load_processor(f"{PROCS}:RatioIn", {"dataset": "b"})
+    with pytest.raises(DaskModeError, match="cannot be evaluated partition by partition") as err:
+        _run(proc, fileset, tmp_path, cluster=client)
+    assert err.value.output == "output['pt']"
+    assert f"first raised in b: {nano_dy} [Events] entries " in str(err.value)
+    assert str(err.value).count("cannot be evaluated") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "max_chunks", "output"),
+    [
+        ("MuonCutflow", 1, None),
+        ("MuonCutflow", None, None),
+        ("LazyFill", 1, "output['pt']"),
+        ("LazyFill", None, "output['pt']"),
+        ("ReturnsCollection:array", None, "output['lazy']['array']"),
+        ("ReturnsCollection:scalar", None, "output['lazy']['scalar']"),
+        ("ReturnsCollection:delayed", None, "output['lazy']['delayed']"),
+    ],
+)
+def test_dask_processor_in_partition_mode_is_one_clear_error(
+    client, nano_dy, tmp_path, name, max_chunks, output
+):
+    """dak functions on concrete arrays, or dask collections returned (a hist.dask histogram left
+    unfilled, a dask_awkward array or scalar, a dask.delayed), with one partition or several: never a
+    silent answer.
+    The error is raised in a worker process and reaches the caller with its ``output`` (the key of the
+    unfilled histogram; none for a dak call) and the partition it was first raised in."""
+    name, _, kind = name.partition(":")
+    proc = distproc.load_processor(f"{PROCS}:{name}", {"kind": kind} if kind else None)
+    with pytest.raises(DaskModeError, match=r"written for dask-awkward.*mode='dask'") as err:
         distproc.run(
             proc,
             {"dy": [str(nano_dy)]},
@@ -206,6 +304,9 @@ def test_dask_processor_in_partition_mode_is_one_clear_error(client, nano_dy, tm
             progress=False,
             cache_dir=str(tmp_path / "cache"),
         )
+    assert err.value.output == output
+    assert f"first raised in dy: {nano_dy} [Events] entries " in str(err.value)
+    assert str(err.value).count("written for dask-awkward") == 1
 
 
 def test_yaml_mode_dask_through_the_cli(nano_dy, tmp_path):

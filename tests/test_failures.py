@@ -121,3 +121,26 @@ def test_cli_groups_identical_failures_and_points_to_the_report(tmp_path, nano_d
     assert len(report["failures"]) == REPEATED_FAILURES
     assert report["stopped_early"]
     assert report["partial"] is True
+
+
+def test_a_failures_error_object_stays_out_of_report_json():
+    """A failure keeps a distproc error itself (for the client to raise again); report.json has its text."""
+    from distproc.exceptions import DaskModeError
+    from distproc.report import PartitionFailure, RunReport
+
+    error = DaskModeError("unfilled histogram", output="output['pt']")
+    failed = PartitionFailure("dy", "dy.root", "Events", 0, 10, f"DaskModeError: {error}", "", error=error)
+    report = RunReport.build(
+        stats=[],
+        failures=[failed],
+        planned={},
+        planned_partitions=1,
+        wall_seconds=1.0,
+        preprocess_seconds=0.0,
+    )
+    data = json.loads(json.dumps(report.to_dict()))
+    assert "error" not in data["failures"][0]
+    back = RunReport.from_dict(data)
+    assert back.failures == [failed]
+    assert back.failures[0].error is None
+    assert report.failures[0].error is error

@@ -211,6 +211,39 @@ def test_processor_file_and_its_helper_module_reach_slurm_workers(
         )
 
 
+def test_dask_mode_on_slurm_equals_coffea(
+    slurm_cluster: Any, nano_dy: Path, nano_tt: Path, tmp_path: Path
+) -> None:
+    """A coffea dask-awkward processor, unchanged, with ``mode="dask"`` on Slurm worker jobs: every
+    histogram bin, cutflow entry and reduction as coffea's ``apply_to_fileset`` + ``dask.compute`` on
+    the same preprocessed steps (the processor's file reaches the workers by value)."""
+    from coffea.nanoevents import NanoAODSchema
+    from test_dask_mode import PROCS, _coffea, _preprocess, assert_same
+
+    fileset = {
+        "dy": {"files": {str(nano_dy): "Events"}, "metadata": {"xsec": 6077.2}},
+        "tt": {"files": {str(nano_tt): "Events"}, "metadata": {"xsec": 729.8}},
+    }
+    fileset = _preprocess(fileset, step_size=50)  # dy: 1 step, tt: 4
+    processor = distproc.load_processor(f"{PROCS}:MuonCutflow")
+    want = _coffea(processor, fileset, NanoAODSchema)
+    result = distproc.run(
+        processor,
+        fileset,
+        mode="dask",
+        cluster=_slurm(slurm_cluster, jobs=2),
+        progress=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert not result.report.failures, result.report.failures[0].traceback
+    assert "SLURMCluster" in result.report.cluster
+    assert {name: d.partitions for name, d in result.report.datasets.items()} == {"dy": 1, "tt": 4}
+    assert_same(result.output, want)
+    assert result.output["tt"]["cutflow"]["all"] == 200
+    assert result.output["dy"]["muon_pt"].sum().value > 0
+    assert slurm_cluster.wait_no_jobs() == []
+
+
 def _modes(directory: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mode & 0o777 for p in [directory, *directory.iterdir()]}
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distproc.exceptions import DistprocError
 
 __all__ = ("DatasetReport", "PartitionFailure", "PartitionStat", "RunReport", "RunResult")
 
@@ -34,6 +37,9 @@ class PartitionFailure:
     exception: str
     traceback: str
     worker: str = ""
+    #: The exception itself where it is a distproc error, which comes back from a worker with its type and
+    #: attributes (a :class:`~distproc.exceptions.DaskModeError`'s ``output``); not in ``report.json``.
+    error: DistprocError | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         """One line naming the partition and the exception."""
@@ -141,6 +147,8 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (with derived ``partial`` and ``events_per_second``)."""
         data = asdict(self)
+        for failure in data["failures"]:
+            del failure["error"]  # an exception object; its text is ``exception``
         data["partial"] = self.partial
         data["events_per_second"] = self.events_per_second
         for name, ds in self.datasets.items():

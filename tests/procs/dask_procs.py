@@ -69,6 +69,23 @@ class Ratio(processor.ProcessorABC):
         return accumulator
 
 
+class RatioIn(processor.ProcessorABC):
+    """A ratio of two whole-dataset reductions for *dataset* only, a plain reduction for the others: the
+    client's trace (the first dataset's) accepts it, the workers' trace of *dataset* refuses it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def process(self, events):
+        total = dak.sum(events.Muon.pt)
+        if events.metadata["dataset"] == self.dataset:
+            return {"pt": total / dak.sum(ak.num(events.Muon, axis=1))}
+        return {"pt": total}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
 class NormalisedFill(processor.ProcessorABC):
     """Weights normalised by the whole dataset's sum: a fill that depends on every partition."""
 
@@ -99,6 +116,35 @@ class LazyFill(processor.ProcessorABC):
         h = hda.Hist.new.Reg(20, 0, 200, name="pt").Double()
         h.fill(pt=ak.flatten(events.Muon.pt))
         return {"pt": h, "events": len(events)}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+class ReturnsCollection(processor.ProcessorABC):
+    """Written half for dask-awkward: wraps its concrete result in a dask collection of *kind*
+    (``array``: a dask_awkward array, ``scalar``: a dask_awkward scalar, ``delayed``: a dask.delayed)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def process(self, events):
+        pt = dak.from_awkward(ak.flatten(events.Muon.pt), npartitions=1)
+        lazy = {"array": pt, "scalar": dak.sum(pt), "delayed": dask.delayed(len)(events)}[self.kind]
+        return {"events": len(events), "lazy": {self.kind: lazy}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+class FormDependent(processor.ProcessorABC):
+    """A histogram whose binning depends on the file's form (its number of fields): files of other
+    forms in one dataset give histograms that cannot be added."""
+
+    def process(self, events):
+        h = hda.Hist.new.Reg(len(events.fields), 0, 200, name="pt").Double()
+        h.fill(pt=dak.flatten(events.Muon.pt))
+        return {"pt": h, "n": ak.num(events, axis=0)}
 
     def postprocess(self, accumulator):
         return accumulator

@@ -30,12 +30,13 @@ The result is what ``coffea.dataset_tools.apply_to_fileset`` + ``dask.compute`` 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import operator
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,6 +284,25 @@ class _DatasetResult:
     values: list[Any]
     partitions: list[str]
 
+    def __add__(self, other: _DatasetResult) -> _DatasetResult:
+        """Both outputs combined, as dask combines partitions; neither operand changes.
+
+        Raises :class:`DaskModeError` when the processor gave the two differently structured outputs
+        (another file form); the engine then reports the dataset's output as not addable.
+        """
+        if not isinstance(other, _DatasetResult):
+            return NotImplemented
+        if [(s.path, s.kind) for s in self.specs] != [(s.path, s.kind) for s in other.specs]:
+            msg = (
+                f"the processor returned differently structured outputs for partitions "
+                f"{_few(self.partitions)} and {_few(other.partitions)} (outputs "
+                f"{[s.path for s in self.specs]} vs {[s.path for s in other.specs]}); they cannot be combined"
+            )
+            raise DaskModeError(msg)
+        triples = zip(self.specs, self.values, other.values, strict=True)
+        values = [_combine(spec, a, b) for spec, a, b in triples]
+        return _DatasetResult(self.structure, self.specs, values, [*self.partitions, *other.partitions])
+
 
 def _combine(spec: _LeafSpec, a: Any, b: Any) -> Any:
     if spec.kind == _REDUCE:
@@ -302,18 +322,38 @@ def _finish(spec: _LeafSpec, value: Any) -> Any:
     return function(value, *args)
 
 
-class DaskOutput:
+class DaskOutput(MutableMapping):
     """The addable per-partition output of a :class:`DaskModeProcessor`: ``{dataset: results}``.
 
     Adding two combines each dataset's outputs as dask would combine their partitions; adding never
-    mutates an operand except in ``+=``. :meth:`result` gives what ``dask.compute`` would give.
+    mutates an operand except in ``+=``. :meth:`result` gives what ``dask.compute`` would give. A
+    mapping of datasets, so that a dataset whose outputs cannot be added is the only one the engine
+    reports and leaves out (:mod:`distproc.engine.merge`); the other datasets are still returned.
     """
 
-    def __init__(self, datasets: dict[str, _DatasetResult]) -> None:
+    def __init__(self, datasets: dict[str, Any]) -> None:
         self.datasets = datasets
 
+    def __getitem__(self, name: str) -> Any:
+        return self.datasets[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.datasets[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self.datasets[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.datasets)
+
+    def __len__(self) -> int:
+        return len(self.datasets)
+
+    def __copy__(self) -> DaskOutput:
+        return DaskOutput(dict(self.datasets))
+
     def __add__(self, other: DaskOutput) -> DaskOutput:
-        out = DaskOutput({name: _copy_result(r) for name, r in self.datasets.items()})
+        out = copy.copy(self)
         out += other
         return out
 
@@ -322,20 +362,11 @@ class DaskOutput:
             return NotImplemented
         for name, theirs in other.datasets.items():
             mine = self.datasets.get(name)
-            if mine is None:
-                self.datasets[name] = _copy_result(theirs)
-                continue
-            if [(s.path, s.kind) for s in mine.specs] != [(s.path, s.kind) for s in theirs.specs]:
-                msg = (
-                    f"dataset {name!r}: the processor returned differently structured outputs for "
-                    f"partitions {_few(mine.partitions)} and {_few(theirs.partitions)} (outputs "
-                    f"{[s.path for s in mine.specs]} vs {[s.path for s in theirs.specs]}); they cannot "
-                    "be combined"
-                )
-                raise DaskModeError(msg, output=name)
-            triples = zip(mine.specs, mine.values, theirs.values, strict=True)
-            mine.values = [_combine(spec, a, b) for spec, a, b in triples]
-            mine.partitions.extend(theirs.partitions)
+            if mine is not None and not isinstance(mine, _DatasetResult):
+                # an output already found not addable: the engine's key-by-key addition carries it on
+                msg = f"dataset {name!r} holds {type(mine).__name__}, not a dask-mode result"
+                raise TypeError(msg)
+            self.datasets[name] = theirs if mine is None else mine + theirs  # results are never mutated
         return self
 
     def result(self) -> dict[str, Any]:
@@ -344,11 +375,6 @@ class DaskOutput:
             name: _unflatten(r.structure, [_finish(s, v) for s, v in zip(r.specs, r.values, strict=True)])
             for name, r in self.datasets.items()
         }
-
-
-def _copy_result(r: _DatasetResult) -> _DatasetResult:
-    values = [list(v) if s.kind == _PARTS else v for s, v in zip(r.specs, r.values, strict=True)]
-    return _DatasetResult(r.structure, r.specs, values, list(r.partitions))
 
 
 def _few(partitions: list[str]) -> str:
@@ -572,8 +598,10 @@ def dask_written_error(err: BaseException) -> DaskModeError | None:
 
 
 def trace_on_client(processor: DaskModeProcessor, table: Any, *, schema: str, retries: int) -> None:
-    """Trace *processor* for the first partition's dataset here, before any task is sent, so that an
-    output dask mode cannot evaluate is one :class:`DaskModeError` rather than a failure per partition.
+    """Trace *processor* for the first partition's dataset here, on the client, so that an output dask
+    mode cannot evaluate is one :class:`DaskModeError` rather than a failure per partition, and comes at
+    once (also while batch jobs wait in a queue). The engine calls it once the tasks are submitted, so
+    the trace does not delay the workers' first partitions.
 
     Any other exception is left to the partitions, which report it with their file and entry range.
     """

@@ -34,7 +34,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from distproc._compat import retry_erred
-from distproc.exceptions import ClusterError, RunStopped
+from distproc.exceptions import ClusterError, DistprocError, RunStopped
 from distproc.partitioning import PartitionTable
 from distproc.report import PartitionFailure
 
@@ -74,8 +74,16 @@ class Verdicts(WorkerPlugin):
             del _VERDICTS[self.token]
 
 
-def failure(table: PartitionTable, i: int, exception: str, traceback: str = "", worker: str = "") -> Any:
-    """A :class:`~distproc.engine.worker.Partial` holding only the failure of partition *i*."""
+def failure(
+    table: PartitionTable,
+    i: int,
+    exception: str,
+    traceback: str = "",
+    worker: str = "",
+    error: DistprocError | None = None,
+) -> Any:
+    """A :class:`~distproc.engine.worker.Partial` holding only the failure of partition *i* (*error*: the
+    exception itself, where it is a distproc error, which pickles with its attributes)."""
     from distproc.engine.worker import Partial
 
     part = table[i]
@@ -88,6 +96,7 @@ def failure(table: PartitionTable, i: int, exception: str, traceback: str = "", 
         exception=exception,
         traceback=traceback,
         worker=worker,
+        error=error,
     )
     return Partial(failures=[record])
 

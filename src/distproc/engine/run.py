@@ -8,11 +8,13 @@ the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and asse
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -230,8 +232,11 @@ def run(
             verify_checksums=opts["verify_checksums"],
         )
         preprocess_seconds = time.perf_counter() - start
+        check = None
         if isinstance(processor, DaskModeProcessor):
-            trace_on_client(processor, table, schema=opts["schema"], retries=opts["retries"])
+            check = functools.partial(
+                trace_on_client, processor, table, schema=opts["schema"], retries=opts["retries"]
+            )
         done = []
         if ckpt is not None:
             ckpt = ckpt.plan(table)
@@ -249,6 +254,8 @@ def run(
         )
         repeats = RepeatWatch(len(partition_keys))
         if client is None:
+            if check is not None:
+                check()
             reduced, error = run_inline(
                 processor, graph, partition_keys, repeats, stop_at_first=not allow_failures
             )
@@ -256,7 +263,9 @@ def run(
             cluster_repr = "inline (this process)"
         else:
             with watch(client) as counts:
-                reduced = _compute(client, graph, partition_keys, final_key, table, repeats, opts, checkpoint)
+                reduced = _compute(
+                    client, graph, partition_keys, final_key, table, repeats, opts, checkpoint, check
+                )
                 read(client, counts)
             cluster_repr = (
                 repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
@@ -307,9 +316,15 @@ def _compute(
     repeats: RepeatWatch,
     opts: Mapping[str, Any],
     checkpoint: str | os.PathLike[str] | None,
+    check: Callable[[], None] | None = None,
 ) -> Partial:
     """Run *graph* on *client*'s cluster: the reduced output, or, when *repeats* stops the run, the
-    merged partitions it saw (the rest is cancelled)."""
+    merged partitions it saw (the rest is cancelled).
+
+    *check* runs here once the graph is submitted, while the workers start on it (dask mode's trace on
+    the client: an output that cannot be evaluated is one error, before the workers' own traces fail);
+    a :class:`DaskModeError` it raises cancels the run.
+    """
 
     def see(future: Any) -> bool:
         if future.status != "finished":  # its worker died: wait_for_result below deals with it
@@ -335,6 +350,8 @@ def _compute(
     )
     tracker.start()
     try:
+        if check is not None:
+            check()
         reduced = wait_for_result(
             client,
             final,
@@ -343,6 +360,10 @@ def _compute(
             max_attempts=opts["max_attempts"],
             no_workers_timeout=opts["no_workers_timeout"],
         )
+    except DaskModeError:
+        client.cancel([final, *partition_futures])
+        tracker.join()
+        raise
     except (CancelledError, OSError) as err:
         tracker.join()
         if repeats.stop:
@@ -361,12 +382,13 @@ def _name(table: PartitionTable, i: int) -> str:
 
 def _raise_dask_mode_error(failures: list[PartitionFailure]) -> None:
     """Raise the first :class:`DaskModeError` a partition recorded: it is the processor's, not the
-    partition's (every partition would fail alike), and says how to run the processor."""
-    prefix = f"{DaskModeError.__name__}: "
+    partition's (every partition would fail alike), and says how to run the processor. It is the
+    worker's error, with its attributes (``output``), and the message names the partition."""
     for failure in failures:
-        if failure.exception.startswith(prefix):
-            msg = f"{failure.exception.removeprefix(prefix)}\n    first raised in {failure.describe()}"
-            raise DaskModeError(msg)
+        if isinstance(failure.error, DaskModeError):
+            err = copy.copy(failure.error)  # the same type and attributes (the pickling rule)
+            err.args = (f"{failure.error}\n    first raised in {_label(failure)}",)
+            raise err
 
 
 #: The run options that change a partition's output (the others change only how it is computed).

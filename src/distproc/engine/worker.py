@@ -17,6 +17,7 @@ from distproc.allocator import tune_malloc
 from distproc.engine.killed import failure, intercept
 from distproc.engine.merge import add_outputs
 from distproc.engine.state import WORKER, active, close_quietly
+from distproc.exceptions import DistprocError
 from distproc.missing_field import missing_field_message
 from distproc.partitioning import PartitionTable
 from distproc.remote import RETRIES
@@ -121,7 +122,8 @@ def process_partition(
             if errors is not None:
                 errors.append(err)
             exception = f"{type(err).__name__}: {_message(err, events)}"
-            return failure(table, i, exception, traceback.format_exc(), _worker_name())
+            kept = err if isinstance(err, DistprocError) else None  # comes back with its attributes
+            return failure(table, i, exception, traceback.format_exc(), _worker_name(), kept)
     state.keep_file(part.file, file)
     stat = PartitionStat(
         index=i,
