@@ -24,6 +24,7 @@ task pickled alone is shown too.
     python benchmarks/scale.py --coffea-configs 10x25x0          # coffea only on these
     python benchmarks/scale.py --profile 100x25x10               # pyinstrument of distproc's client
     python benchmarks/scale.py --full-run                        # only the full run below
+    python benchmarks/scale.py --full-run --profile-scheduler F  # ... with the scheduler under cProfile
     python benchmarks/scale.py --dask                            # dask-mode jobs only (see below)
 
 The last line reads ``scale first_task_s=X rss_mb=Y`` for distproc's D=100, F=25, K=10 job.
@@ -504,8 +505,12 @@ def _module_cmd(cli: str, scheduler_file: str) -> list[str]:
     ]
 
 
-def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
-    """Scheduler, workers and client in their own processes; one whole job of *partitions* partitions."""
+def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4, profile: str = "") -> None:
+    """Scheduler, workers and client in their own processes; one whole job of *partitions* partitions.
+
+    With *profile*, the scheduler runs under cProfile and the top of its profile is printed (the figures
+    then include the profiler's own cost).
+    """
     from distributed import Client
 
     from distproc.fileset import normalize_fileset
@@ -515,10 +520,16 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scheduler_file = str(Path(tmp) / "scheduler.json")
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        scheduler = subprocess.Popen(
-            [*_module_cmd("dask_scheduler", scheduler_file), "--port", "0"],
-            **quiet,
-        )
+        cmd = _module_cmd("dask_scheduler", scheduler_file)
+        if profile:  # CPU time, not wall time: the machine is shared
+            code = (
+                "import cProfile, runpy, sys, time; sys.argv[0] = 'dask-scheduler'; "
+                "p = cProfile.Profile(time.process_time); p.enable()\n"
+                "try: runpy.run_module('distributed.cli.dask_scheduler', run_name='__main__')\n"
+                f"finally: p.disable(); p.dump_stats({profile!r})"
+            )
+            cmd[1:3] = ["-c", code]
+        scheduler = subprocess.Popen([*cmd, "--port", "0"], **quiet)
         workers = subprocess.Popen(
             [
                 *_module_cmd("dask_worker", scheduler_file),
@@ -581,6 +592,11 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
         f"last partition -> result {finished['t'] - last_stop:.2f} s  [{load_line()}]",
         flush=True,
     )
+    if profile:
+        import pstats
+
+        pstats.Stats(profile).sort_stats("tottime").print_stats(40)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(60)
     print(
         f"scale full_run scheduler_ms_per_partition={1e3 * sched_cpu / n:.3f} "
         f"client_rss_mb={events['end']['peak_rss_mib']:.0f}"
@@ -610,6 +626,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-run", action="store_true", help="only the full run of --full-partitions")
     parser.add_argument("--full-partitions", type=int, default=100_000)
     parser.add_argument("--full-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile-scheduler", default="", help="with --full-run: cProfile the scheduler into this file"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="Passing a dict to preprocess", category=DeprecationWarning)
@@ -625,7 +644,7 @@ def main(argv: list[str] | None = None) -> None:
         full_child(args.address, args.full_child)
         return
     if args.full_run:
-        full_run(args.full_partitions)
+        full_run(args.full_partitions, profile=args.profile_scheduler)
         return
 
     jobs = [("distproc", c) for c in parse_configs(args.configs)]

@@ -12,13 +12,14 @@ __all__ = ("track",)
 
 def track(
     futures: Sequence[Any],
-    sizes: Sequence[int],
+    sizes: Sequence[tuple[int, int]],
     *,
     enabled: bool,
     dashboard: str = "",
     on_done: Callable[[Any], bool] | None = None,
 ) -> None:
-    """Wait for every partition future, showing events done and events/s when *enabled*.
+    """Wait for every partition task's future, showing partitions and events done and events/s when
+    *enabled*; ``sizes[i]`` is ``(partitions, events)`` of ``futures[i]``'s task.
 
     Each future is released as soon as it finishes, so its result stays on the workers only until the
     reduction consumes it. *on_done* sees each finished future first; when it returns True, stop waiting.
@@ -43,7 +44,7 @@ def track(
     console = Console(file=sys.stderr)
     if dashboard:
         console.print(f"Dask dashboard: {dashboard}")
-    total = sum(sizes)
+    total = sum(events for _, events in sizes)
     start = time.perf_counter()
     done_events = 0
     columns = (
@@ -54,12 +55,13 @@ def track(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("run", total=len(futures), rate="")
+        task = bar.add_task("run", total=sum(parts for parts, _ in sizes), rate="")
         for future in as_completed(futures, loop=loop):
             stop = on_done is not None and on_done(future)
-            done_events += size_of[future.key]
+            parts, events = size_of[future.key]
+            done_events += events
             future.release()
             if stop:
                 break
             rate = done_events / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=1, rate=f"{done_events:,}/{total:,} events, {rate:,.0f} events/s")
+            bar.update(task, advance=parts, rate=f"{done_events:,}/{total:,} events, {rate:,.0f} events/s")

@@ -1,9 +1,9 @@
 """``run()``: from a fileset to one reduced accumulator on any Dask cluster.
 
 Plans the partitions (:mod:`distproc.partitioning`), builds the graph (:mod:`distproc.engine.graph`:
-one task per partition, which opens that partition's entries as NanoEvents in virtual mode, runs
-``processor.process`` and records timing, bytes read and any exception, followed by a tree reduction on
-the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and assembles the report.
+one task per partition, or per few partitions of one file in a big run, which opens each partition's
+entries as NanoEvents in virtual mode, runs ``processor.process`` and records timing, bytes read and any
+exception per partition, followed by a tree reduction on the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and assembles the report.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from distproc.config import resolve_run_options
 from distproc.engine.checkpoint import open_checkpoint
 from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
 from distproc.engine.failures import RepeatWatch, raise_failed
-from distproc.engine.graph import build_graph, graph_token, tree_spans
+from distproc.engine.graph import build_graph, checkpoint_nodes, graph_token, partitions_per_task
 from distproc.engine.inline import run_inline
 from distproc.engine.killed import wait_for_result
 from distproc.engine.ledger import read, watch
@@ -51,6 +51,7 @@ def run(
     schema: str | None = None,
     treename: str | None = None,
     split_every: int | None = None,
+    partitions_per_task: int | None = None,
     retries: int | None = None,
     skip_bad_files: bool | None = None,
     cache_dir: str | None = None,
@@ -92,6 +93,11 @@ def run(
         The tree read where the fileset names none (default ``"Events"``).
     split_every
         Fan-in of the tree reduction on the workers (default 8).
+    partitions_per_task
+        Consecutive partitions of one file processed by one Dask task (each partition still on its own:
+        its failure, statistics and checkpoint entry are its own). Default ``None``: 1 below 5,000
+        partitions, so small runs stay evenly spread over the workers, then up to 4 from 10,000
+        (:func:`~distproc.engine.graph.partitions_per_task`): the scheduler's cost is per task.
     retries
         Retries of a transient read error, with exponential back-off (default 3).
     skip_bad_files
@@ -174,6 +180,7 @@ def run(
         schema=schema,
         treename=treename,
         split_every=split_every,
+        partitions_per_task=partitions_per_task,
         retries=retries,
         skip_bad_files=skip_bad_files,
         cache_dir=cache_dir,
@@ -217,14 +224,16 @@ def run(
         preprocess_seconds = time.perf_counter() - start
         if isinstance(processor, DaskModeProcessor):
             trace_on_client(processor, table, schema=opts["schema"], retries=opts["retries"])
+        per_task = partitions_per_task(len(table), opts["partitions_per_task"])
         done = []
         if ckpt is not None:
             ckpt = ckpt.plan(table)
-            done = ckpt.covering(s for level in tree_spans(len(table), opts["split_every"]) for s in level)
-        graph, partition_keys, final_key = build_graph(
+            done = ckpt.covering(checkpoint_nodes(table, per_task, opts["split_every"]))
+        graph, task_keys, final_key = build_graph(
             processor,
             table,
             split_every=opts["split_every"],
+            per_task=per_task,
             schema=opts["schema"],
             retries=opts["retries"],
             open_files=opts["open_files"],
@@ -232,16 +241,14 @@ def run(
             checkpoint=ckpt,
             done=done,
         )
-        repeats = RepeatWatch(len(partition_keys))
+        repeats = RepeatWatch(len(table) - sum(hi - lo for lo, hi in done))
         if client is None:
-            reduced, error = run_inline(
-                processor, graph, partition_keys, repeats, stop_at_first=not allow_failures
-            )
+            reduced, error = run_inline(processor, graph, task_keys, repeats, stop_at_first=not allow_failures)
             counts: dict[str, Any] = {"workers_lost": 0, "reexecuted": {}}
             cluster_repr = "inline (this process)"
         else:
             with watch(client) as counts:
-                reduced = _compute(client, graph, partition_keys, final_key, table, repeats, opts, checkpoint)
+                reduced = _compute(client, graph, task_keys, final_key, table, repeats, opts, checkpoint)
                 read(client, counts)
             cluster_repr = (
                 repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
@@ -269,7 +276,7 @@ def run(
         workers_lost=counts["workers_lost"],
         reexecuted_partitions=None
         if counts["reexecuted"] is None
-        else {_label(table[key[1]]): n for key, n in counts["reexecuted"].items()},
+        else {_label(table[i]): n for key, n in counts["reexecuted"].items() for i in range(key[1], key[2])},
         stopped_early=repeats.reason(),
         skipped_branches=skipped,
     )
@@ -285,7 +292,7 @@ def run(
 def _compute(
     client: Any,
     graph: dict[Any, Any],
-    partition_keys: list[Any],
+    task_keys: list[Any],
     final_key: Any,
     table: PartitionTable,
     repeats: RepeatWatch,
@@ -304,16 +311,16 @@ def _compute(
         return stop
 
     progress = bool(opts["progress"])
-    final, partition_futures = submit_graph(
-        client, graph, partition_keys, final_key, keep_partitions=progress, watch=repeats.threshold
+    final, task_futures = submit_graph(
+        client, graph, task_keys, final_key, keep_tasks=progress, watch=repeats.threshold
     )
-    keys = partition_keys[: len(partition_futures)]
-    sizes = [table.stops[k[1]] - table.starts[k[1]] for k in keys]
+    spans = [(k[1], k[2]) for k in task_keys[: len(task_futures)]]
+    sizes = [(hi - lo, sum(table.stops[lo:hi]) - sum(table.starts[lo:hi])) for lo, hi in spans]
     dashboard = str(getattr(client, "dashboard_link", "") or "")
     # progress (and the repeated-failure watch) from a thread: the wait below watches for dead workers
     tracker = threading.Thread(
         target=track,
-        args=(partition_futures, sizes),
+        args=(task_futures, sizes),
         kwargs={"enabled": progress, "dashboard": dashboard, "on_done": see},
         daemon=True,
     )
@@ -323,14 +330,14 @@ def _compute(
             client,
             final,
             token=graph_token(final_key),
-            partition_keys=partition_keys,
+            task_keys=task_keys,
             max_attempts=opts["max_attempts"],
             no_workers_timeout=opts["no_workers_timeout"],
         )
     except (CancelledError, OSError) as err:
         tracker.join()
         if repeats.stop:
-            for future in partition_futures:  # released already when done: release is idempotent
+            for future in task_futures:  # released already when done: release is idempotent
                 future.release()
             return merge(repeats.seen)
         raise RunInterrupted(_stopped(err, checkpoint)) from err
