@@ -457,20 +457,23 @@ class LastPartition(SchedulerPlugin):
     def __init__(self) -> None:
         self.last_stop = 0.0
         self.partitions = 0
+        self.tasks = 0
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if start != "processing" or finish != "memory" or not isinstance(key, tuple):
             return
         if not str(key[0]).startswith("distproc-process-"):
             return
-        self.partitions += 1
+        self.tasks += 1
+        self.partitions += key[2] - key[1]  # a partition task's key is (name, lo, hi)
         for ss in kwargs.get("startstops") or ():
             if ss.get("action") == "compute":
                 self.last_stop = max(self.last_stop, float(ss["stop"]))
 
 
-def full_child(scheduler_file: str, partitions: int) -> None:
-    """The full run's client process: run the whole job, report times and the peak RSS."""
+def full_child(scheduler_file: str, partitions: int, options: dict[str, Any]) -> None:
+    """The full run's client process: run the whole job (with the run *options*), report times and the
+    peak RSS."""
     from distributed import Client
 
     files = full_fileset(partitions)
@@ -484,7 +487,7 @@ def full_child(scheduler_file: str, partitions: int) -> None:
             chunksize=FULL_CHUNK,
             cache_dir=str(CACHE_DIR),
             max_chunks=None,
-            progress=True,
+            **{"progress": True, **options},
         )
         end = time.time()
         cpu = sum(os.times()[:2]) - cpu
@@ -505,8 +508,11 @@ def _module_cmd(cli: str, scheduler_file: str) -> list[str]:
     ]
 
 
-def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4, profile: str = "") -> None:
-    """Scheduler, workers and client in their own processes; one whole job of *partitions* partitions.
+def full_run(
+    partitions: int, options: dict[str, Any], nworkers: int = 2, nthreads: int = 4, profile: str = ""
+) -> None:
+    """Scheduler, workers and client in their own processes; one whole job of *partitions* partitions
+    with the run *options* (``partitions_per_task``, ``split_every``; unset: the defaults).
 
     With *profile*, the scheduler runs under cProfile and the top of its profile is printed (the figures
     then include the profiler's own cost).
@@ -516,7 +522,10 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4, profile: str
     from distproc.fileset import normalize_fileset
     from distproc.partitioning import plan_partitions
 
-    print(f"{load_line()}; full run: {partitions:,} partitions of {FULL_CHUNK} events", flush=True)
+    print(
+        f"{load_line()}; full run: {partitions:,} partitions of {FULL_CHUNK} events, options {options}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         scheduler_file = str(Path(tmp) / "scheduler.json")
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -556,7 +565,10 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4, profile: str
                 sched_cpu = _proc_cpu_s(scheduler.pid)
                 worker_cpu = sum(_proc_cpu_s(pid) for pid in worker_pids)
                 out = subprocess.run(
-                    [sys.executable, __file__, "--full-child", str(partitions), "--address", scheduler_file],
+                    [
+                        *(sys.executable, __file__, "--full-child", str(partitions)),
+                        *("--address", scheduler_file, "--full-options", json.dumps(options)),
+                    ],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -564,11 +576,11 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4, profile: str
                 sched_cpu = _proc_cpu_s(scheduler.pid) - sched_cpu
                 worker_cpu = sum(_proc_cpu_s(pid) for pid in worker_pids) - worker_cpu
 
-                def probe(dask_scheduler: Any) -> tuple[float, int]:
+                def probe(dask_scheduler: Any) -> tuple[float, int, int]:
                     plugin = dask_scheduler.plugins[LastPartition.name]
-                    return plugin.last_stop, plugin.partitions
+                    return plugin.last_stop, plugin.partitions, plugin.tasks
 
-                last_stop, done = client.run_on_scheduler(probe)
+                last_stop, done, tasks = client.run_on_scheduler(probe)
         finally:
             workers.terminate()
             scheduler.terminate()
@@ -583,7 +595,8 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4, profile: str
     n = len(table)
     wall = finished["t"] - finished["t0"]
     print(
-        f"{n:,} partitions ({done:,} partition tasks seen by the scheduler, {finished['events']:,} events, "
+        f"{n:,} partitions ({done:,} in {tasks:,} partition tasks seen by the scheduler, "
+        f"{finished['events']:,} events, "
         f"partial={finished['partial']}) in {wall:.1f} s: scheduler CPU {sched_cpu:.1f} s "
         f"({1e3 * sched_cpu / n:.3f} ms per partition), client CPU {finished['cpu_s']:.1f} s "
         f"({1e3 * finished['cpu_s'] / n:.3f} ms per partition), workers CPU {worker_cpu:.1f} s; "
@@ -626,6 +639,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-run", action="store_true", help="only the full run of --full-partitions")
     parser.add_argument("--full-partitions", type=int, default=100_000)
     parser.add_argument("--full-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--full-options", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--partitions-per-task", type=int, help="with --full-run: the run option")
+    parser.add_argument("--split-every", type=int, help="with --full-run: the run option")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="with --full-run"
+    )
     parser.add_argument(
         "--profile-scheduler", default="", help="with --full-run: cProfile the scheduler into this file"
     )
@@ -641,10 +660,16 @@ def main(argv: list[str] | None = None) -> None:
         pickle_child(args.pickle[0], d, f, k)
         return
     if args.full_child:
-        full_child(args.address, args.full_child)
+        full_child(args.address, args.full_child, json.loads(args.full_options))
         return
     if args.full_run:
-        full_run(args.full_partitions, profile=args.profile_scheduler)
+        given = {
+            "partitions_per_task": args.partitions_per_task,
+            "split_every": args.split_every,
+            "progress": args.progress,
+        }
+        options = {k: v for k, v in given.items() if v is not None}
+        full_run(args.full_partitions, options, profile=args.profile_scheduler)
         return
 
     jobs = [("distproc", c) for c in parse_configs(args.configs)]

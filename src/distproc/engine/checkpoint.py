@@ -332,7 +332,9 @@ def process_and_save(
     """:func:`~distproc.engine.worker.process_partitions` of ``[lo, hi)``, reading the partitions in
     *done* from their entries instead, then the entry of ``[lo, hi)`` (replacing those of *done*); when a
     partition failed, an entry for each other partition processed here instead."""
-    parts = [checkpoint.load(i, i + 1) if i in done else process_partition(proc, table, i) for i in range(lo, hi)]
+    parts = [
+        checkpoint.load(i, i + 1) if i in done else process_partition(proc, table, i) for i in range(lo, hi)
+    ]
     merged = merge(parts)
     if not merged.failures:
         if _save_quietly(checkpoint, lo, hi, merged):

@@ -5,7 +5,7 @@ A task processes ``partitions_per_task`` consecutive partitions of one file
 (:func:`~distproc.engine.worker.process_partitions`: each partition under its own ``try``, failures
 recorded per partition), because the scheduler's cost is per task, about a millisecond of its CPU, whatever
 the task does; for small runs a task is one partition, which keeps the workers evenly loaded
-(:func:`partitions_per_task`). A task's key is ``(name, lo, hi)``: the partitions ``[lo, hi)`` it
+(:func:`choose_per_task`). A task's key is ``(name, lo, hi)``: the partitions ``[lo, hi)`` it
 processes. The processor (with the run's token and worker options) and the partition table are single
 graph keys shipped once per worker, so the graph is O(partitions) whatever the processor fills, and each
 task pickles to a few hundred bytes.
@@ -13,6 +13,7 @@ task pickles to a few hundred bytes.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,8 +25,8 @@ from distproc.partitioning import PartitionTable
 __all__ = (
     "build_graph",
     "checkpoint_nodes",
+    "choose_per_task",
     "graph_token",
-    "partitions_per_task",
     "post_order",
     "task_spans",
     "tree_spans",
@@ -39,16 +40,16 @@ AUTO_PARTITIONS_STEP = 2_500
 AUTO_MAX_PER_TASK = 4
 
 
-def partitions_per_task(partitions: int, given: int | None = None) -> int:
+def choose_per_task(partitions: int, given: int | None = None) -> int:
     """Partitions per task: *given*, or (``None``) chosen by the run's number of *partitions*: 1 below
     5,000 (small runs keep every partition a task, so the workers stay evenly loaded to the end), then
     ``partitions // 2500``, at most 4 (from 10,000 partitions: a quarter of the scheduler's work).
 
     Examples
     --------
-    >>> [partitions_per_task(n) for n in (40, 4_999, 5_000, 10_000, 100_000)]
+    >>> [choose_per_task(n) for n in (40, 4_999, 5_000, 10_000, 100_000)]
     [1, 1, 2, 4, 4]
-    >>> partitions_per_task(100_000, 1)
+    >>> choose_per_task(100_000, 1)
     1
     """
     if given is not None:
@@ -68,7 +69,7 @@ def task_spans(table: PartitionTable, per_task: int) -> list[tuple[int, int]]:
         count = i - lo  # the partitions of one file: [lo, i)
         tasks = -(-count // per_task)
         bounds = [lo + count * t // tasks for t in range(tasks + 1)]
-        spans.extend(zip(bounds[:-1], bounds[1:], strict=True))
+        spans.extend(itertools.pairwise(bounds))
         lo = i
     return spans
 

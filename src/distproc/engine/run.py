@@ -3,7 +3,8 @@
 Plans the partitions (:mod:`distproc.partitioning`), builds the graph (:mod:`distproc.engine.graph`:
 one task per partition, or per few partitions of one file in a big run, which opens each partition's
 entries as NanoEvents in virtual mode, runs ``processor.process`` and records timing, bytes read and any
-exception per partition, followed by a tree reduction on the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and assembles the report.
+exception per partition, followed by a tree reduction on the workers), sends it
+(:mod:`distproc.engine.submit`), shows progress, and assembles the report.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from distproc.config import resolve_run_options
 from distproc.engine.checkpoint import open_checkpoint
 from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
 from distproc.engine.failures import RepeatWatch, raise_failed
-from distproc.engine.graph import build_graph, checkpoint_nodes, graph_token, partitions_per_task
+from distproc.engine.graph import build_graph, checkpoint_nodes, choose_per_task, graph_token
 from distproc.engine.inline import run_inline
 from distproc.engine.killed import wait_for_result
 from distproc.engine.ledger import read, watch
@@ -97,7 +98,7 @@ def run(
         Consecutive partitions of one file processed by one Dask task (each partition still on its own:
         its failure, statistics and checkpoint entry are its own). Default ``None``: 1 below 5,000
         partitions, so small runs stay evenly spread over the workers, then up to 4 from 10,000
-        (:func:`~distproc.engine.graph.partitions_per_task`): the scheduler's cost is per task.
+        (:func:`~distproc.engine.graph.choose_per_task`): the scheduler's cost is per task.
     retries
         Retries of a transient read error, with exponential back-off (default 3).
     skip_bad_files
@@ -224,7 +225,7 @@ def run(
         preprocess_seconds = time.perf_counter() - start
         if isinstance(processor, DaskModeProcessor):
             trace_on_client(processor, table, schema=opts["schema"], retries=opts["retries"])
-        per_task = partitions_per_task(len(table), opts["partitions_per_task"])
+        per_task = choose_per_task(len(table), opts["partitions_per_task"])
         done = []
         if ckpt is not None:
             ckpt = ckpt.plan(table)
@@ -243,7 +244,9 @@ def run(
         )
         repeats = RepeatWatch(len(table) - sum(hi - lo for lo, hi in done))
         if client is None:
-            reduced, error = run_inline(processor, graph, task_keys, repeats, stop_at_first=not allow_failures)
+            reduced, error = run_inline(
+                processor, graph, task_keys, repeats, stop_at_first=not allow_failures
+            )
             counts: dict[str, Any] = {"workers_lost": 0, "reexecuted": {}}
             cluster_repr = "inline (this process)"
         else:
