@@ -36,8 +36,12 @@ one 4,000-event file, 100 partitions of 40 events each. The scheduler runs in it
 client in a fresh process with the progress bar on. It reports the scheduler's CPU time per partition
 (user + system from ``/proc/PID/stat``, the whole run including the reduction), the client's and the
 workers', the client's peak RSS, and the time from the last partition task's end (its compute stop, from a
-scheduler plugin) to ``distproc.run`` returning. Its last line reads
-``scale full_run scheduler_ms_per_partition=X client_rss_mb=Y``.
+scheduler plugin) to ``distproc.run`` returning. The scheduler's CPU per second while idle (workers and a
+client connected, measured for 5 s before the run) is printed too, with the CPU beyond that rate per
+partition: on a loaded machine the run's wall time, and so the idle share, moves a lot. The run options
+``--partitions-per-task N``, ``--split-every N`` and ``--no-progress`` compare the choices the engine
+made; ``--profile-scheduler FILE`` runs the scheduler under cProfile (CPU time) and prints its profile.
+Its last line reads ``scale full_run scheduler_ms_per_partition=X client_rss_mb=Y``.
 
 ``--dask`` runs only the dask-mode jobs (``--dask-configs``): coffea's dask-mode processor above, unchanged,
 through ``distproc.run(..., mode="dask")`` on the fileset coffea's ``preprocess`` wrote (so both start from
@@ -471,6 +475,15 @@ class LastPartition(SchedulerPlugin):
                 self.last_stop = max(self.last_stop, float(ss["stop"]))
 
 
+#: Seconds the full run measures the scheduler's CPU while idle (workers and a client connected).
+IDLE_SECONDS = 5.0
+
+
+def _import_engine() -> None:
+    """On the scheduler: import what a run's plugins need (a fresh scheduler's one-time cost)."""
+    import distproc.engine.ledger  # noqa: F401
+
+
 def full_child(scheduler_file: str, partitions: int, options: dict[str, Any]) -> None:
     """The full run's client process: run the whole job (with the run *options*), report times and the
     peak RSS."""
@@ -562,6 +575,10 @@ def full_run(
                 )
                 client.register_plugin(LastPartition())
                 worker_pids = list(client.run(os.getpid).values())
+                client.run_on_scheduler(_import_engine)  # once per scheduler, not per partition
+                idle_cpu, idle_start = _proc_cpu_s(scheduler.pid), time.monotonic()
+                time.sleep(IDLE_SECONDS)
+                idle_rate = (_proc_cpu_s(scheduler.pid) - idle_cpu) / (time.monotonic() - idle_start)
                 sched_cpu = _proc_cpu_s(scheduler.pid)
                 worker_cpu = sum(_proc_cpu_s(pid) for pid in worker_pids)
                 out = subprocess.run(
@@ -603,6 +620,12 @@ def full_run(
         f"client peak RSS {events['end']['peak_rss_mib']:.0f} MiB "
         f"(connected {events['ready']['rss_mib']:.0f}); "
         f"last partition -> result {finished['t'] - last_stop:.2f} s  [{load_line()}]",
+        flush=True,
+    )
+    beyond = sched_cpu - idle_rate * wall
+    print(
+        f"scheduler idle {1e3 * idle_rate:.1f} ms/s before the run; beyond that rate over the run's "
+        f"{wall:.1f} s: {1e3 * beyond / n:.3f} ms per partition",
         flush=True,
     )
     if profile:
