@@ -34,8 +34,8 @@ __all__ = (
 
 #: The reduction tasks' functions (their first argument is the list of children).
 MERGES = (merge, merge_and_save)
-#: ``partitions_per_task: null`` (auto): one partition per task below this many partitions per extra
-#: partition per task (2 from 5,000 partitions, ...), at most :data:`AUTO_MAX_PER_TASK`.
+#: ``partitions_per_task: null`` (auto): a task holds one partition per this many partitions of the run
+#: (at least 1: one below 5,000 partitions, two from 5,000, ...), at most :data:`AUTO_MAX_PER_TASK`.
 AUTO_PARTITIONS_STEP = 2_500
 AUTO_MAX_PER_TASK = 4
 
