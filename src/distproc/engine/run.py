@@ -26,7 +26,7 @@ from distproc.engine.failures import RepeatWatch, raise_failed
 from distproc.engine.graph import build_graph, checkpoint_nodes, choose_per_task, graph_token
 from distproc.engine.inline import run_inline
 from distproc.engine.killed import wait_for_result
-from distproc.engine.ledger import read, watch
+from distproc.engine.ledger import follow, read, watch
 from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
 from distproc.engine.worker import Partial, merge
@@ -34,7 +34,7 @@ from distproc.exceptions import ConfigError, DaskModeError, RunInterrupted
 from distproc.fileset import normalize_fileset
 from distproc.io import add_missing_datasets
 from distproc.partitioning import PartitionTable, plan_partitions
-from distproc.progress import track
+from distproc.progress import track, track_polled
 from distproc.reading import format_skipped, skipped_branches
 from distproc.report import PartitionFailure, RunReport, RunResult
 
@@ -251,7 +251,9 @@ def run(
             cluster_repr = "inline (this process)"
         else:
             with watch(client) as counts:
-                reduced = _compute(client, graph, task_keys, final_key, table, repeats, opts, checkpoint)
+                reduced = _compute(
+                    client, graph, task_keys, final_key, table, repeats, opts, checkpoint, counts
+                )
                 read(client, counts)
             cluster_repr = (
                 repr(client.cluster) if client.cluster is not None else str(client.scheduler.address)
@@ -301,9 +303,15 @@ def _compute(
     repeats: RepeatWatch,
     opts: Mapping[str, Any],
     checkpoint: str | os.PathLike[str] | None,
+    ledger: dict[str, Any],
 ) -> Partial:
     """Run *graph* on *client*'s cluster: the reduced output, or, when *repeats* stops the run, the
-    merged partitions it saw (the rest is cancelled)."""
+    merged partitions it saw (the rest is cancelled).
+
+    The progress bar follows the tasks the scheduler's *ledger* (:func:`~distproc.engine.ledger.watch`)
+    saw finish, so the client holds no future per task; where the scheduler has no ledger, one future
+    per task.
+    """
 
     def see(future: Any) -> bool:
         if future.status != "finished":  # its worker died: wait_for_result below deals with it
@@ -314,20 +322,34 @@ def _compute(
         return stop
 
     progress = bool(opts["progress"])
+    polled = progress and ledger["name"] is not None
     final, task_futures = submit_graph(
-        client, graph, task_keys, final_key, keep_tasks=progress, watch=repeats.threshold
+        client, graph, task_keys, final_key, keep_tasks=progress and not polled, watch=repeats.threshold
     )
-    spans = [(k[1], k[2]) for k in task_keys[: len(task_futures)]]
-    sizes = [(hi - lo, sum(table.stops[lo:hi]) - sum(table.starts[lo:hi])) for lo, hi in spans]
+
+    def size(key: Any) -> tuple[int, int]:
+        lo, hi = key[1], key[2]
+        return hi - lo, sum(table.stops[lo:hi]) - sum(table.starts[lo:hi])
+
+    sizes = [size(f.key) for f in task_futures]
     dashboard = str(getattr(client, "dashboard_link", "") or "")
-    # progress (and the repeated-failure watch) from a thread: the wait below watches for dead workers
+    # progress (and the repeated-failure watch) from threads: the wait below watches for dead workers
     tracker = threading.Thread(
         target=track,
         args=(task_futures, sizes),
-        kwargs={"enabled": progress, "dashboard": dashboard, "on_done": see},
+        kwargs={"enabled": progress and not polled, "dashboard": dashboard, "on_done": see},
         daemon=True,
     )
     tracker.start()
+    ended = threading.Event()
+    if polled:
+        poller = threading.Thread(
+            target=track_polled,
+            args=(follow(client, ledger), {k: size(k) for k in task_keys}),
+            kwargs={"until": ended, "dashboard": dashboard},
+            daemon=True,
+        )
+        poller.start()
     try:
         reduced = wait_for_result(
             client,
@@ -344,6 +366,10 @@ def _compute(
                 future.release()
             return merge(repeats.seen)
         raise RunInterrupted(_stopped(err, checkpoint)) from err
+    finally:
+        ended.set()
+        if polled:
+            poller.join(timeout=_POLLER_JOIN_SECONDS)  # its last look fails at once if the scheduler is gone
     tracker.join()
     return reduced
 
@@ -363,6 +389,8 @@ def _raise_dask_mode_error(failures: list[PartitionFailure]) -> None:
             raise DaskModeError(msg)
 
 
+#: Seconds the run waits for the progress bar's last look at the scheduler.
+_POLLER_JOIN_SECONDS = 10.0
 #: The run options that change a partition's output (the others change only how it is computed).
 _RESULT_OPTIONS = ("schema", "chunksize", "mode")
 
