@@ -163,8 +163,19 @@ def test_checkpoint_of_a_task_with_a_failed_partition_resumes_only_that_partitio
 
 
 @pytest.mark.cluster
-def test_progress_counts_partitions(client, nano_dy, nano_tt, tmp_path, capfd):
+@pytest.mark.parametrize("ledger", [True, False])
+def test_progress_counts_partitions(client, nano_dy, nano_tt, tmp_path, capfd, monkeypatch, ledger):
     proc = distproc.load_processor(f"{PROCS}:MuonPt")
-    run(proc, nano_dy, nano_tt, tmp_path, client, partitions_per_task=4, progress=True)
+    if ledger:  # the bar follows the scheduler's ledger
+        run(proc, nano_dy, nano_tt, tmp_path, client, partitions_per_task=4, progress=True)
+    else:  # a scheduler that cannot import distproc: the bar follows a future per task
+
+        def refuse(*args, **kwargs):
+            raise ModuleNotFoundError("No module named 'distproc'")
+
+        monkeypatch.setattr(client, "register_plugin", refuse)
+        with pytest.warns(UserWarning, match="are not counted"):
+            run(proc, nano_dy, nano_tt, tmp_path, client, partitions_per_task=4, progress=True)
     err = capfd.readouterr().err
     assert re.search(rf"\b{PARTITIONS}/{PARTITIONS} partitions\b", err), err
+    assert "240/240 events" in err
