@@ -12,11 +12,13 @@ import pytest
 import uproot
 
 import distproc
+from distproc.config import resolve_run_options
 from distproc.engine import build_graph
 from distproc.engine.checkpoint import checkpoint_status
 from distproc.engine.failures import RepeatWatch
 from distproc.engine.graph import task_spans
 from distproc.engine.worker import Partial
+from distproc.exceptions import ConfigError
 from distproc.fileset import normalize_fileset
 from distproc.partitioning import plan_partitions
 from distproc.report import PartitionFailure, PartitionStat
@@ -70,6 +72,15 @@ def test_tasks_hold_consecutive_partitions_of_one_file_shared_evenly(nano_dy, na
     # 17 tasks, a reduction of 3 + 1 nodes, the processor and the table
     assert len(graph) == 17 + 3 + 1 + 2
     assert final in graph
+
+
+def test_partitions_per_task_option():
+    assert resolve_run_options()["partitions_per_task"] is None  # chosen by the run's size
+    assert resolve_run_options(partitions_per_task=8)["partitions_per_task"] == 8
+    with pytest.raises(ConfigError, match="partitions_per_task must be at least 1, got 0"):
+        resolve_run_options(partitions_per_task=0)
+    with pytest.raises(ConfigError, match=r"partitions_per_task must be int or null, got 2\.5"):
+        resolve_run_options(partitions_per_task=2.5)
 
 
 def test_repeat_watch_counts_partitions_not_tasks():
