@@ -24,6 +24,7 @@ task pickled alone is shown too.
     python benchmarks/scale.py --coffea-configs 10x25x0          # coffea only on these
     python benchmarks/scale.py --profile 100x25x10               # pyinstrument of distproc's client
     python benchmarks/scale.py --full-run                        # only the full run below
+    python benchmarks/scale.py --full-run --profile-scheduler F  # ... with the scheduler under cProfile
     python benchmarks/scale.py --dask                            # dask-mode jobs only (see below)
 
 The last line reads ``scale first_task_s=X rss_mb=Y`` for distproc's D=100, F=25, K=10 job.
@@ -35,8 +36,12 @@ one 4,000-event file, 100 partitions of 40 events each. The scheduler runs in it
 client in a fresh process with the progress bar on. It reports the scheduler's CPU time per partition
 (user + system from ``/proc/PID/stat``, the whole run including the reduction), the client's and the
 workers', the client's peak RSS, and the time from the last partition task's end (its compute stop, from a
-scheduler plugin) to ``distproc.run`` returning. Its last line reads
-``scale full_run scheduler_ms_per_partition=X client_rss_mb=Y``.
+scheduler plugin) to ``distproc.run`` returning. The scheduler's CPU per second while idle (workers and a
+client connected, measured for 5 s before the run) is printed too, with the CPU beyond that rate per
+partition: on a loaded machine the run's wall time, and so the idle share, moves a lot. The run options
+``--partitions-per-task N``, ``--split-every N`` and ``--no-progress`` compare the choices the engine
+made; ``--profile-scheduler FILE`` runs the scheduler under cProfile (CPU time) and prints its profile.
+Its last line reads ``scale full_run scheduler_ms_per_partition=X client_rss_mb=Y``.
 
 ``--dask`` runs only the dask-mode jobs (``--dask-configs``): coffea's dask-mode processor above, unchanged,
 through ``distproc.run(..., mode="dask")`` on the fileset coffea's ``preprocess`` wrote (so both start from
@@ -456,20 +461,32 @@ class LastPartition(SchedulerPlugin):
     def __init__(self) -> None:
         self.last_stop = 0.0
         self.partitions = 0
+        self.tasks = 0
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if start != "processing" or finish != "memory" or not isinstance(key, tuple):
             return
         if not str(key[0]).startswith("distproc-process-"):
             return
-        self.partitions += 1
+        self.tasks += 1
+        self.partitions += key[2] - key[1]  # a partition task's key is (name, lo, hi)
         for ss in kwargs.get("startstops") or ():
             if ss.get("action") == "compute":
                 self.last_stop = max(self.last_stop, float(ss["stop"]))
 
 
-def full_child(scheduler_file: str, partitions: int) -> None:
-    """The full run's client process: run the whole job, report times and the peak RSS."""
+#: Seconds the full run measures the scheduler's CPU while idle (workers and a client connected).
+IDLE_SECONDS = 5.0
+
+
+def _import_engine() -> None:
+    """On the scheduler: import what a run's plugins need (a fresh scheduler's one-time cost)."""
+    import distproc.engine.ledger  # noqa: F401
+
+
+def full_child(scheduler_file: str, partitions: int, options: dict[str, Any]) -> None:
+    """The full run's client process: run the whole job (with the run *options*), report times and the
+    peak RSS."""
     from distributed import Client
 
     files = full_fileset(partitions)
@@ -483,7 +500,7 @@ def full_child(scheduler_file: str, partitions: int) -> None:
             chunksize=FULL_CHUNK,
             cache_dir=str(CACHE_DIR),
             max_chunks=None,
-            progress=True,
+            **{"progress": True, **options},
         )
         end = time.time()
         cpu = sum(os.times()[:2]) - cpu
@@ -504,21 +521,37 @@ def _module_cmd(cli: str, scheduler_file: str) -> list[str]:
     ]
 
 
-def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
-    """Scheduler, workers and client in their own processes; one whole job of *partitions* partitions."""
+def full_run(
+    partitions: int, options: dict[str, Any], nworkers: int = 2, nthreads: int = 4, profile: str = ""
+) -> None:
+    """Scheduler, workers and client in their own processes; one whole job of *partitions* partitions
+    with the run *options* (``partitions_per_task``, ``split_every``; unset: the defaults).
+
+    With *profile*, the scheduler runs under cProfile and the top of its profile is printed (the figures
+    then include the profiler's own cost).
+    """
     from distributed import Client
 
     from distproc.fileset import normalize_fileset
     from distproc.partitioning import plan_partitions
 
-    print(f"{load_line()}; full run: {partitions:,} partitions of {FULL_CHUNK} events", flush=True)
+    print(
+        f"{load_line()}; full run: {partitions:,} partitions of {FULL_CHUNK} events, options {options}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         scheduler_file = str(Path(tmp) / "scheduler.json")
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        scheduler = subprocess.Popen(
-            [*_module_cmd("dask_scheduler", scheduler_file), "--port", "0"],
-            **quiet,
-        )
+        cmd = _module_cmd("dask_scheduler", scheduler_file)
+        if profile:  # CPU time, not wall time: the machine is shared
+            code = (
+                "import cProfile, runpy, sys, time; sys.argv[0] = 'dask-scheduler'; "
+                "p = cProfile.Profile(time.process_time); p.enable()\n"
+                "try: runpy.run_module('distributed.cli.dask_scheduler', run_name='__main__')\n"
+                f"finally: p.disable(); p.dump_stats({profile!r})"
+            )
+            cmd[1:3] = ["-c", code]
+        scheduler = subprocess.Popen([*cmd, "--port", "0"], **quiet)
         workers = subprocess.Popen(
             [
                 *_module_cmd("dask_worker", scheduler_file),
@@ -542,10 +575,17 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
                 )
                 client.register_plugin(LastPartition())
                 worker_pids = list(client.run(os.getpid).values())
+                client.run_on_scheduler(_import_engine)  # once per scheduler, not per partition
+                idle_cpu, idle_start = _proc_cpu_s(scheduler.pid), time.monotonic()
+                time.sleep(IDLE_SECONDS)
+                idle_rate = (_proc_cpu_s(scheduler.pid) - idle_cpu) / (time.monotonic() - idle_start)
                 sched_cpu = _proc_cpu_s(scheduler.pid)
                 worker_cpu = sum(_proc_cpu_s(pid) for pid in worker_pids)
                 out = subprocess.run(
-                    [sys.executable, __file__, "--full-child", str(partitions), "--address", scheduler_file],
+                    [
+                        *(sys.executable, __file__, "--full-child", str(partitions)),
+                        *("--address", scheduler_file, "--full-options", json.dumps(options)),
+                    ],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -553,11 +593,11 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
                 sched_cpu = _proc_cpu_s(scheduler.pid) - sched_cpu
                 worker_cpu = sum(_proc_cpu_s(pid) for pid in worker_pids) - worker_cpu
 
-                def probe(dask_scheduler: Any) -> tuple[float, int]:
+                def probe(dask_scheduler: Any) -> tuple[float, int, int]:
                     plugin = dask_scheduler.plugins[LastPartition.name]
-                    return plugin.last_stop, plugin.partitions
+                    return plugin.last_stop, plugin.partitions, plugin.tasks
 
-                last_stop, done = client.run_on_scheduler(probe)
+                last_stop, done, tasks = client.run_on_scheduler(probe)
         finally:
             workers.terminate()
             scheduler.terminate()
@@ -572,7 +612,8 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
     n = len(table)
     wall = finished["t"] - finished["t0"]
     print(
-        f"{n:,} partitions ({done:,} partition tasks seen by the scheduler, {finished['events']:,} events, "
+        f"{n:,} partitions ({done:,} in {tasks:,} partition tasks seen by the scheduler, "
+        f"{finished['events']:,} events, "
         f"partial={finished['partial']}) in {wall:.1f} s: scheduler CPU {sched_cpu:.1f} s "
         f"({1e3 * sched_cpu / n:.3f} ms per partition), client CPU {finished['cpu_s']:.1f} s "
         f"({1e3 * finished['cpu_s'] / n:.3f} ms per partition), workers CPU {worker_cpu:.1f} s; "
@@ -581,6 +622,17 @@ def full_run(partitions: int, nworkers: int = 2, nthreads: int = 4) -> None:
         f"last partition -> result {finished['t'] - last_stop:.2f} s  [{load_line()}]",
         flush=True,
     )
+    beyond = sched_cpu - idle_rate * wall
+    print(
+        f"scheduler idle {1e3 * idle_rate:.1f} ms/s before the run; beyond that rate over the run's "
+        f"{wall:.1f} s: {1e3 * beyond / n:.3f} ms per partition",
+        flush=True,
+    )
+    if profile:
+        import pstats
+
+        pstats.Stats(profile).sort_stats("tottime").print_stats(40)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(60)
     print(
         f"scale full_run scheduler_ms_per_partition={1e3 * sched_cpu / n:.3f} "
         f"client_rss_mb={events['end']['peak_rss_mib']:.0f}"
@@ -610,6 +662,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-run", action="store_true", help="only the full run of --full-partitions")
     parser.add_argument("--full-partitions", type=int, default=100_000)
     parser.add_argument("--full-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--full-options", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--partitions-per-task", type=int, help="with --full-run: the run option")
+    parser.add_argument("--split-every", type=int, help="with --full-run: the run option")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="with --full-run"
+    )
+    parser.add_argument(
+        "--profile-scheduler", default="", help="with --full-run: cProfile the scheduler into this file"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="Passing a dict to preprocess", category=DeprecationWarning)
@@ -622,10 +683,16 @@ def main(argv: list[str] | None = None) -> None:
         pickle_child(args.pickle[0], d, f, k)
         return
     if args.full_child:
-        full_child(args.address, args.full_child)
+        full_child(args.address, args.full_child, json.loads(args.full_options))
         return
     if args.full_run:
-        full_run(args.full_partitions)
+        given = {
+            "partitions_per_task": args.partitions_per_task,
+            "split_every": args.split_every,
+            "progress": args.progress,
+        }
+        options = {k: v for k, v in given.items() if v is not None}
+        full_run(args.full_partitions, options, profile=args.profile_scheduler)
         return
 
     jobs = [("distproc", c) for c in parse_configs(args.configs)]

@@ -79,6 +79,24 @@ def test_partition_that_kills_its_worker_is_a_failed_partition(nano_dy, tmp_path
     assert_same_bins(result, fault_free[1])
 
 
+def test_partition_that_kills_its_worker_in_a_task_of_several(nano_dy, tmp_path):
+    # ``bad``'s first two partitions share a task; the task dies with its worker, both partitions are
+    # retried alone, and only the culprit is recorded as failed
+    cluster = {"kind": "local", "workers": 1, "threads_per_worker": 2}
+    result = run(faulty(fault="segfault"), nano_dy, tmp_path, cluster=cluster, partitions_per_task=2)
+    [failure] = result.report.failures
+    assert (failure.dataset, failure.file, failure.entry_start, failure.entry_stop) == (
+        "bad",
+        str(nano_dy),
+        0,
+        10,
+    )
+    assert "worker died (signal 11)" in failure.exception
+    assert result.report.datasets["bad"].partitions == 3  # its task neighbour (entries 10-20) is kept
+    raising = distproc.load_processor(f"{PROCS}:MuonPt", {"fail_dataset": "bad"})
+    assert_same_bins(result, run(raising, nano_dy, tmp_path, cluster=cluster, partitions_per_task=2))
+
+
 def test_workers_killed_four_times(nano_dy, tmp_path, fault_free):
     from distproc.cluster import open_client
 

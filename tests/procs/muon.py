@@ -1,5 +1,7 @@
 """Processors used by the engine tests (loaded with distproc.load_processor, so pickled by value)."""
 
+from pathlib import Path
+
 import awkward as ak
 import hist
 import numpy as np
@@ -51,3 +53,18 @@ class ElectronCount(distproc.Processor):
     def process(self, events):
         pt = events.Electrons.pt
         return {"n_electrons": int(ak.sum(ak.num(pt))), "sum_pt": float(np.sum(ak.flatten(pt)))}
+
+
+class MuonPtFailingWhile(MuonPt):
+    """MuonPt that raises on the first partition of dataset ``dy`` while the file *marker* exists (so a
+    rerun with the same processor succeeds once the test removes it)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def process(self, events):
+        meta = events.metadata
+        if meta["dataset"] == "dy" and meta["entrystart"] == 0 and Path(self.marker).exists():
+            raise ValueError("deliberate failure while the marker exists")
+        return super().process(events)

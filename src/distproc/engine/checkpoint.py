@@ -8,8 +8,9 @@ of a *span* of consecutive partitions ``[lo, hi)`` of the run's partition table,
 size and modification time of local files, tree, entry range), so an entry is used only for exactly the
 partitions it was computed from.
 
-Workers write the entries: a partition task writes its own, and every reduction task of the tree writes
-the merged entry of its subtree and then deletes its children's. At any time the checkpoint holds about
+Workers write the entries: a partition task writes the entry of its partitions (or, when one of them
+failed, one entry per partition that succeeded), and every reduction task of the tree writes the merged
+entry of its subtree and then deletes its children's. At any time the checkpoint holds about
 one entry per unfinished subtree, and a finished run one entry for everything: resuming a 10^5-partition
 run reads back a handful of files, not 10^5. An entry is written under a temporary name and renamed
 (fsspec: written, then moved) so a half-written entry never has an entry's name. A subtree with a failed
@@ -325,12 +326,24 @@ def _save_quietly(checkpoint: Checkpoint, lo: int, hi: int, partial: Partial) ->
     return True
 
 
-def process_and_save(proc: Any, table: PartitionTable, i: int, checkpoint: Checkpoint) -> Partial:
-    """:func:`~distproc.engine.worker.process_partition`, then the partition's entry (when it succeeded)."""
-    partial = process_partition(proc, table, i)
-    if not partial.failures:
-        _save_quietly(checkpoint, i, i + 1, partial)
-    return partial
+def process_and_save(
+    proc: Any, table: PartitionTable, lo: int, hi: int, checkpoint: Checkpoint, done: Sequence[int] = ()
+) -> Partial:
+    """:func:`~distproc.engine.worker.process_partitions` of ``[lo, hi)``, reading the partitions in
+    *done* from their entries instead, then the entry of ``[lo, hi)`` (replacing those of *done*); when a
+    partition failed, an entry for each other partition processed here instead."""
+    parts = [
+        checkpoint.load(i, i + 1) if i in done else process_partition(proc, table, i) for i in range(lo, hi)
+    ]
+    merged = merge(parts)
+    if not merged.failures:
+        if _save_quietly(checkpoint, lo, hi, merged):
+            checkpoint.drop((i, i + 1) for i in done)
+        return merged
+    for i, part in enumerate(parts, lo):
+        if not part.failures and i not in done:
+            _save_quietly(checkpoint, i, i + 1, part)
+    return merged
 
 
 def merge_and_save(

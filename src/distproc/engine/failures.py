@@ -75,7 +75,8 @@ def describe_failures(failures: list[PartitionFailure], stopped_early: str = "")
 
 
 class RepeatWatch:
-    """Sees the first *threshold* partitions of a run to finish; :attr:`stop` says when to stop the run.
+    """Sees the first *threshold* partitions of a run to finish (in the partition tasks the run sees
+    first); :attr:`stop` says when to stop the run.
 
     The run stops when all of them failed with the same exception: a failure that repeats from the start
     (a typo in ``process()``, a branch every file lacks) would fail every other partition too. A file
@@ -96,19 +97,22 @@ class RepeatWatch:
         self.threshold = threshold
         self.partitions = partitions
         self.seen: list[Any] = []
+        self.seen_partitions = 0
         self.stop = False
 
     @property
     def watching(self) -> bool:
         """True while the watch still wants to see finished partitions."""
-        return self.partitions > self.threshold and len(self.seen) < self.threshold and not self.stop
+        return self.partitions > self.threshold and self.seen_partitions < self.threshold and not self.stop
 
     def see(self, partial: Any) -> bool:
-        """Record one finished partition's :class:`~distproc.engine.worker.Partial`; True: stop the run."""
+        """Record one finished task's :class:`~distproc.engine.worker.Partial` (one or more partitions);
+        True: stop the run."""
         if not self.watching:
             return self.stop
         self.seen.append(partial)
-        if len(self.seen) == self.threshold:
+        self.seen_partitions += len(partial.stats) + len(partial.failures)
+        if self.seen_partitions >= self.threshold:
             kinds = {f.exception for p in self.seen for f in p.failures}
             self.stop = (
                 all(p.failures and not p.stats for p in self.seen)
@@ -121,10 +125,10 @@ class RepeatWatch:
         """Why the run stopped (empty when it did not)."""
         if not self.stop:
             return ""
-        rest = self.partitions - self.threshold
+        seen = self.seen_partitions
         return (
-            f"stopped early: the first {self.threshold} partitions to finish all failed with the same "
-            f"exception, so the other {rest} were cancelled"
+            f"stopped early: the first {seen} partitions to finish all failed with the same "
+            f"exception, so the other {self.partitions - seen} were cancelled"
         )
 
 

@@ -2,8 +2,8 @@
 
 coffea's ``IterativeExecutor``: no cluster, no other process, so ``breakpoint()`` and ``pdb`` in
 ``process()`` work and a failure's traceback is the exception itself. The partitions are the graph's
-own tasks (:func:`~distproc.engine.worker.process_partition`), so the output and the report are those a
-cluster run gives.
+own tasks' partitions (:func:`~distproc.engine.worker.process_partition`), so the output and the report
+are those a cluster run gives.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ __all__ = ("run_inline",)
 def run_inline(
     processor: Any,
     graph: dict[Any, Any],
-    partition_keys: list[Any],
+    task_keys: list[Any],
     watch: RepeatWatch,
     *,
     stop_at_first: bool,
 ) -> tuple[Partial, Exception | None]:
-    """Run the partition tasks of *graph* here, in order; returns their merged :class:`Partial` and the
+    """Run the partitions of *graph*'s tasks here, in order; returns their merged :class:`Partial` and the
     first partition's exception (None when none failed).
 
     The tasks use *processor* itself, not the graph's pickled copy: ``self`` is the user's object and its
@@ -34,15 +34,15 @@ def run_inline(
     """
     parts: list[Partial] = []
     errors: list[Exception] = []
-    token = ""
-    for key in partition_keys:
-        _, proc_key, table_key, i = graph[key]
-        token = graph[proc_key][0]
-        WORKER.run_state(token).loaded_processor = processor
+    if not task_keys:
+        return merge(parts), None
+    _, proc_key, table_key, *_ = graph[task_keys[0]]
+    token = graph[proc_key][0]
+    WORKER.run_state(token).loaded_processor = processor
+    for i in (i for key in task_keys for i in range(key[1], key[2])):
         part = process_partition(graph[proc_key], graph[table_key], i, errors)
         parts.append(part)
         if (errors and stop_at_first) or watch.see(part):
             break
-    if token:
-        WORKER.run_state(token).close()  # the files this run kept open in this process
+    WORKER.run_state(token).close()  # the files this run kept open in this process
     return merge(parts), errors[0] if errors else None

@@ -3,9 +3,11 @@
 A partition task never raises (:func:`~distproc.engine.worker.process_partition` records exceptions),
 so a task error the client sees is a worker that died while running it (``KilledWorker``): out of
 memory, a crash in a compiled library, or killed from outside. The scheduler cannot tell a culprit
-from an innocent partition that shared the worker, so :func:`wait_for_result` does not blame it yet:
+from an innocent partition that shared the worker (or the task: a task may hold several partitions), so
+:func:`wait_for_result` does not blame it yet:
 
-1. the first time, the partition becomes a *suspect* and is retried alone, in a child process of a
+1. the first time, every partition of the task becomes a *suspect* and is retried alone (its task, run
+   again, runs each of them on its own), in a child process of a
    worker (:func:`run_isolated`): a kill there is exact, and its reason is known (the child's memory
    passing the worker's limit, or the signal it died of), so the partition is recorded as a failed
    partition with that reason and the run goes on;
@@ -169,10 +171,11 @@ def run_isolated(
             return pickle.load(f)
 
 
-def _index(key: Any, partition_names: set[str]) -> int | None:
-    """The partition index of a task key, or None for another task (a reduction)."""
-    if isinstance(key, tuple) and len(key) == 2 and key[0] in partition_names:
-        return int(key[1])
+def _partitions(key: Any, partition_names: set[str]) -> range | None:
+    """The partition indices of a partition task's key ``(name, lo, hi)``, or None for another task (a
+    reduction)."""
+    if isinstance(key, tuple) and len(key) == 3 and key[0] in partition_names:
+        return range(int(key[1]), int(key[2]))
     return None
 
 
@@ -181,7 +184,7 @@ def wait_for_result(
     final: Any,
     *,
     token: str,
-    partition_keys: Sequence[Any],
+    task_keys: Sequence[Any],
     max_attempts: int,
     no_workers_timeout: float,
 ) -> Any:
@@ -193,7 +196,7 @@ def wait_for_result(
     """
     from distributed import KilledWorker
 
-    names = {k[0] for k in partition_keys[:1]}
+    names = {k[0] for k in task_keys[:1]}
     deaths: Counter[Any] = Counter()
     isolated: set[int] = set()
     given_up: dict[int, str] = {}
@@ -217,13 +220,13 @@ def wait_for_result(
             except KilledWorker as err:
                 # every partition that was on the dead worker(s) erred with it, not only the one named
                 erred = client.run_on_scheduler(_erred_partitions, name=next(iter(names), ""))
-                key, named = err.task, _index(err.task, names)
+                key, named = err.task, _partitions(err.task, names)
                 if named is None:
                     deaths[key] += 1
                     if deaths[key] >= max_attempts:
                         msg = f"the workers running task {key!r} died {deaths[key]} times"
                         raise ClusterError(msg) from err
-                for i in {*erred, *([] if named is None else [named])}:
+                for i in {*erred, *(named or ())}:
                     deaths[i] += 1
                     if deaths[i] >= max_attempts:
                         isolated.discard(i)
@@ -239,11 +242,12 @@ def wait_for_result(
 
 
 def _erred_partitions(dask_scheduler: Any, name: str) -> list[int]:
-    """On the scheduler: the indices of the run's partition tasks that erred."""
+    """On the scheduler: the indices of the partitions of the run's partition tasks that erred."""
     return [
-        int(key[1])
+        i
         for key, task in dask_scheduler.tasks.items()
         if isinstance(key, tuple) and key[0] == name and task.state == "erred"
+        for i in range(key[1], key[2])
     ]
 
 

@@ -1,10 +1,13 @@
-"""What the scheduler saw of a run: workers lost and partitions executed more than once.
+"""What the scheduler saw of a run: partition tasks finished, workers lost and partitions executed more
+than once.
 
 A :class:`Ledger` is a scheduler plugin registered for the run's duration. It counts, for each partition
 task, how often the scheduler sent it to a worker (a partition recomputed after its worker died counts
 twice), and the workers that left while the run was going. :func:`watch` registers it and, at the end,
-reads the counts back for the report. The scheduler must be able to import distproc (it is where the
-workers' environment is); where it cannot, the counts are ``None`` in the report ("not known").
+reads the counts back for the report. It also lists the partition tasks in the order they finished, which
+the progress bar follows (:func:`follow`) instead of holding a future per task on the client. The
+scheduler must be able to import distproc (it is where the workers' environment is); where it cannot, the
+counts are ``None`` in the report ("not known") and the progress bar holds a future per task.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import contextlib
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-__all__ = ("Ledger", "read", "watch")
+__all__ = ("Ledger", "follow", "read", "watch")
 
 #: The key name prefix of partition tasks (:func:`distproc.engine.graph.build_graph`).
 _PARTITION_PREFIX = "distproc-process-"
@@ -31,10 +34,18 @@ class Ledger(SchedulerPlugin):
         self.name = name
         self.executions: Counter[Any] = Counter()
         self.workers_lost = 0
+        #: Partition task keys in the order they finished (each once, also when computed again).
+        self.finished: list[Any] = []
+        self._finished: set[Any] = set()
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if finish == "processing" and isinstance(key, tuple) and str(key[0]).startswith(_PARTITION_PREFIX):
+        if not (isinstance(key, tuple) and str(key[0]).startswith(_PARTITION_PREFIX)):
+            return
+        if finish == "processing":
             self.executions[key] += 1
+        elif finish == "memory" and key not in self._finished:
+            self._finished.add(key)
+            self.finished.append(key)
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self.workers_lost += 1
@@ -70,6 +81,32 @@ def watch(client: Any) -> Iterator[dict[str, Any]]:
         if counts["name"] is not None:
             with contextlib.suppress(Exception):
                 client.unregister_scheduler_plugin(name)
+
+
+def _finished_since(dask_scheduler: Any, name: str, since: int) -> list[Any]:
+    return dask_scheduler.plugins[name].finished[since:]
+
+
+def follow(client: Any, counts: dict[str, Any]) -> Callable[[], list[Any]]:
+    """A function that returns the keys of the partition tasks finished since its last call, from the
+    ledger of :func:`watch`'s *counts* (one small message to the scheduler per call).
+
+    Examples
+    --------
+    >>> with watch(client) as counts:  # doctest: +SKIP
+    ...     finished = follow(client, counts)
+    ...     finished()
+    [('distproc-process-1f2e3d4c5b6a', 0, 4)]
+    """
+    seen = 0
+
+    def finished() -> list[Any]:
+        nonlocal seen
+        keys = client.run_on_scheduler(_finished_since, name=counts["name"], since=seen)
+        seen += len(keys)
+        return keys
+
+    return finished
 
 
 def read(client: Any, counts: dict[str, Any]) -> None:

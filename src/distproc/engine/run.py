@@ -1,9 +1,10 @@
 """``run()``: from a fileset to one reduced accumulator on any Dask cluster.
 
 Plans the partitions (:mod:`distproc.partitioning`), builds the graph (:mod:`distproc.engine.graph`:
-one task per partition, which opens that partition's entries as NanoEvents in virtual mode, runs
-``processor.process`` and records timing, bytes read and any exception, followed by a tree reduction on
-the workers), sends it (:mod:`distproc.engine.submit`), shows progress, and assembles the report.
+one task per partition, or per few partitions of one file in a big run, which opens each partition's
+entries as NanoEvents in virtual mode, runs ``processor.process`` and records timing, bytes read and any
+exception per partition, followed by a tree reduction on the workers), sends it
+(:mod:`distproc.engine.submit`), shows progress, and assembles the report.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from distproc.config import resolve_run_options
 from distproc.engine.checkpoint import open_checkpoint
 from distproc.engine.dask_mode import DaskModeProcessor, trace_on_client
 from distproc.engine.failures import RepeatWatch, raise_failed
-from distproc.engine.graph import build_graph, graph_token, tree_spans
+from distproc.engine.graph import build_graph, checkpoint_nodes, choose_per_task, graph_token
 from distproc.engine.inline import run_inline
 from distproc.engine.killed import wait_for_result
-from distproc.engine.ledger import read, watch
+from distproc.engine.ledger import follow, read, watch
 from distproc.engine.merge import pop_conflicts
 from distproc.engine.submit import submit_graph
 from distproc.engine.worker import Partial, merge
@@ -37,7 +38,7 @@ from distproc.integrity import skip_changed
 from distproc.io import add_missing_datasets
 from distproc.partitioning import PartitionTable, plan_partitions
 from distproc.processor import keep_script_file_names
-from distproc.progress import track
+from distproc.progress import track, track_polled
 from distproc.reading import format_skipped, skipped_branches
 from distproc.report import PartitionFailure, RunReport, RunResult
 
@@ -55,6 +56,7 @@ def run(
     schema: str | None = None,
     treename: str | None = None,
     split_every: int | None = None,
+    partitions_per_task: int | None = None,
     retries: int | None = None,
     skip_bad_files: bool | None = None,
     verify_checksums: bool | None = None,
@@ -97,6 +99,11 @@ def run(
         The tree read where the fileset names none (default ``"Events"``).
     split_every
         Fan-in of the tree reduction on the workers (default 8).
+    partitions_per_task
+        Consecutive partitions of one file processed by one Dask task (each partition still on its own:
+        its failure, statistics and checkpoint entry are its own). Default ``None``: 1 below 5,000
+        partitions, so small runs stay evenly spread over the workers, then up to 4 from 10,000
+        (:func:`~distproc.engine.graph.choose_per_task`): the scheduler's cost is per task.
     retries
         Retries of each remote read that fails with a transient error, reopening the file, with
         exponential back-off from 0.5 s (default 5: a server back within about 15 s goes unnoticed).
@@ -188,6 +195,7 @@ def run(
         schema=schema,
         treename=treename,
         split_every=split_every,
+        partitions_per_task=partitions_per_task,
         retries=retries,
         skip_bad_files=skip_bad_files,
         verify_checksums=verify_checksums,
@@ -237,14 +245,16 @@ def run(
             check = functools.partial(
                 trace_on_client, processor, table, schema=opts["schema"], retries=opts["retries"]
             )
+        per_task = choose_per_task(len(table), opts["partitions_per_task"])
         done = []
         if ckpt is not None:
             ckpt = ckpt.plan(table)
-            done = ckpt.covering(s for level in tree_spans(len(table), opts["split_every"]) for s in level)
-        graph, partition_keys, final_key = build_graph(
+            done = ckpt.covering(checkpoint_nodes(table, per_task, opts["split_every"]))
+        graph, task_keys, final_key = build_graph(
             processor,
             table,
             split_every=opts["split_every"],
+            per_task=per_task,
             schema=opts["schema"],
             retries=opts["retries"],
             open_files=opts["open_files"],
@@ -252,19 +262,19 @@ def run(
             checkpoint=ckpt,
             done=done,
         )
-        repeats = RepeatWatch(len(partition_keys))
+        repeats = RepeatWatch(len(table) - sum(hi - lo for lo, hi in done))
         if client is None:
             if check is not None:
                 check()
             reduced, error = run_inline(
-                processor, graph, partition_keys, repeats, stop_at_first=not allow_failures
+                processor, graph, task_keys, repeats, stop_at_first=not allow_failures
             )
             counts: dict[str, Any] = {"workers_lost": 0, "reexecuted": {}}
             cluster_repr = "inline (this process)"
         else:
             with watch(client) as counts:
                 reduced = _compute(
-                    client, graph, partition_keys, final_key, table, repeats, opts, checkpoint, check
+                    client, graph, task_keys, final_key, table, repeats, opts, checkpoint, counts, check
                 )
                 read(client, counts)
             cluster_repr = (
@@ -294,7 +304,7 @@ def run(
         workers_lost=counts["workers_lost"],
         reexecuted_partitions=None
         if counts["reexecuted"] is None
-        else {_label(table[key[1]]): n for key, n in counts["reexecuted"].items()},
+        else {_label(table[i]): n for key, n in counts["reexecuted"].items() for i in range(key[1], key[2])},
         stopped_early=repeats.reason(),
         skipped_branches=skipped,
     )
@@ -310,16 +320,21 @@ def run(
 def _compute(
     client: Any,
     graph: dict[Any, Any],
-    partition_keys: list[Any],
+    task_keys: list[Any],
     final_key: Any,
     table: PartitionTable,
     repeats: RepeatWatch,
     opts: Mapping[str, Any],
     checkpoint: str | os.PathLike[str] | None,
+    ledger: dict[str, Any],
     check: Callable[[], None] | None = None,
 ) -> Partial:
     """Run *graph* on *client*'s cluster: the reduced output, or, when *repeats* stops the run, the
     merged partitions it saw (the rest is cancelled).
+
+    The progress bar follows the tasks the scheduler's *ledger* (:func:`~distproc.engine.ledger.watch`)
+    saw finish, so the client holds no future per task; where the scheduler has no ledger, one future
+    per task.
 
     *check* runs here once the graph is submitted, while the workers start on it (dask mode's trace on
     the client: an output that cannot be evaluated is one error, before the workers' own traces fail);
@@ -335,20 +350,34 @@ def _compute(
         return stop
 
     progress = bool(opts["progress"])
-    final, partition_futures = submit_graph(
-        client, graph, partition_keys, final_key, keep_partitions=progress, watch=repeats.threshold
+    polled = progress and ledger["name"] is not None
+    final, task_futures = submit_graph(
+        client, graph, task_keys, final_key, keep_tasks=progress and not polled, watch=repeats.threshold
     )
-    keys = partition_keys[: len(partition_futures)]
-    sizes = [table.stops[k[1]] - table.starts[k[1]] for k in keys]
+
+    def size(key: Any) -> tuple[int, int]:
+        lo, hi = key[1], key[2]
+        return hi - lo, sum(table.stops[lo:hi]) - sum(table.starts[lo:hi])
+
+    sizes = [size(f.key) for f in task_futures]
     dashboard = str(getattr(client, "dashboard_link", "") or "")
-    # progress (and the repeated-failure watch) from a thread: the wait below watches for dead workers
+    # progress (and the repeated-failure watch) from threads: the wait below watches for dead workers
     tracker = threading.Thread(
         target=track,
-        args=(partition_futures, sizes),
-        kwargs={"enabled": progress, "dashboard": dashboard, "on_done": see},
+        args=(task_futures, sizes),
+        kwargs={"enabled": progress and not polled, "dashboard": dashboard, "on_done": see},
         daemon=True,
     )
     tracker.start()
+    ended = threading.Event()
+    if polled:
+        poller = threading.Thread(
+            target=track_polled,
+            args=(follow(client, ledger), {k: size(k) for k in task_keys}),
+            kwargs={"until": ended, "dashboard": dashboard},
+            daemon=True,
+        )
+        poller.start()
     try:
         if check is not None:
             check()
@@ -356,21 +385,25 @@ def _compute(
             client,
             final,
             token=graph_token(final_key),
-            partition_keys=partition_keys,
+            task_keys=task_keys,
             max_attempts=opts["max_attempts"],
             no_workers_timeout=opts["no_workers_timeout"],
         )
     except DaskModeError:
-        client.cancel([final, *partition_futures])
+        client.cancel([final, *task_futures])
         tracker.join()
         raise
     except (CancelledError, OSError) as err:
         tracker.join()
         if repeats.stop:
-            for future in partition_futures:  # released already when done: release is idempotent
+            for future in task_futures:  # released already when done: release is idempotent
                 future.release()
             return merge(repeats.seen)
         raise RunInterrupted(_stopped(err, checkpoint)) from err
+    finally:
+        ended.set()
+        if polled:
+            poller.join(timeout=_POLLER_JOIN_SECONDS)  # its last look fails at once if the scheduler is gone
     tracker.join()
     return reduced
 
@@ -391,6 +424,8 @@ def _raise_dask_mode_error(failures: list[PartitionFailure]) -> None:
             raise err
 
 
+#: Seconds the run waits for the progress bar's last look at the scheduler.
+_POLLER_JOIN_SECONDS = 10.0
 #: The run options that change a partition's output (the others change only how it is computed).
 _RESULT_OPTIONS = ("schema", "chunksize", "mode")
 

@@ -1,6 +1,7 @@
-"""The worker side of a run: one partition read and processed, and the merge of partial outputs.
+"""The worker side of a run: a task's partitions read and processed, and the merge of partial outputs.
 
-A partition task never raises: a failure is recorded with the partition it happened in. Between the
+A partition task never raises: each of its partitions runs on its own, and a failure is recorded with the
+partition it happened in (its neighbours in the task are kept). Between the
 run's partitions the worker keeps the processor and the files it reads in the run's
 :class:`~distproc.engine.state.RunState`.
 """
@@ -23,7 +24,7 @@ from distproc.partitioning import PartitionTable
 from distproc.remote import RETRIES
 from distproc.report import PartitionFailure, PartitionStat
 
-__all__ = ("WorkerOptions", "merge", "process_partition")
+__all__ = ("WorkerOptions", "merge", "process_partition", "process_partitions")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,25 @@ def _message(err: Exception, events: Any) -> str:
         return missing_field_message(err, events) or str(err)
     except Exception:  # noqa: BLE001  (a better message is a bonus: never lose the failure for it)
         return str(err)
+
+
+def process_partitions(
+    proc: tuple[str, bytes, WorkerOptions],
+    table: PartitionTable,
+    lo: int,
+    hi: int,
+    errors: list[Exception] | None = None,
+) -> Partial:
+    """A partition task: partitions ``lo`` to ``hi - 1`` of *table*, each by :func:`process_partition`
+    (so a failure is recorded with its own partition and the others' outputs are kept), merged in order.
+
+    Examples
+    --------
+    >>> partial = process_partitions(proc, table, 0, 4)  # doctest: +SKIP
+    >>> [s.index for s in partial.stats]  # doctest: +SKIP
+    [0, 1, 2, 3]
+    """
+    return merge([process_partition(proc, table, i, errors) for i in range(lo, hi)])
 
 
 def process_partition(
@@ -158,7 +178,10 @@ def _call(processor: Any, events: Any) -> Any:
 
 def merge(parts: Sequence[Partial]) -> Partial:
     """Add the outputs of *parts* (without mutating them) and concatenate their bookkeeping; an output
-    that cannot be added becomes an :class:`~distproc.engine.merge.OutputConflict` in its place."""
+    that cannot be added becomes an :class:`~distproc.engine.merge.OutputConflict` in its place. One
+    part is returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
     return Partial(
         output=add_outputs((p.output, [s.index for s in p.stats]) for p in parts),
         stats=[s for p in parts for s in p.stats],
