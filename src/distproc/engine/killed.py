@@ -12,7 +12,9 @@ from an innocent partition that shared the worker (or the task: a task may hold 
    passing the worker's limit, or the signal it died of), so the partition is recorded as a failed
    partition with that reason and the run goes on;
 2. a partition whose worker died ``max_attempts`` times (e.g. workers killed from outside while they
-   ran it) is recorded as failed without being run again.
+   ran it) is recorded as failed without being run again. A worker of a local cluster distproc starts holds
+   only the partitions its threads run (``worker-saturation: 1.0``,
+   :data:`distproc.cluster.local._QUIETER`), so a death counts only against those.
 
 Which partitions are suspects or given up travels to every worker, present and future, as a
 :class:`Verdicts` worker plugin, and the reduction is retried (``Client.retry``): nothing the other
@@ -233,12 +235,36 @@ def wait_for_result(
                         given_up[i] = f"worker died {deaths[i]} times while processing it (max_attempts)"
                     else:
                         isolated.add(i)
-                client.register_plugin(Verdicts(token, isolated=isolated, given_up=given_up))
+                _register(client, Verdicts(token, isolated=isolated, given_up=given_up))
                 retry_erred(client, final)
     finally:
         if isolated or given_up:
             with contextlib.suppress(Exception):  # the cluster may be gone
                 client.unregister_worker_plugin(f"distproc-verdicts-{token}")
+
+
+#: Attempts at registering the verdicts while workers die around it, and the pause between them.
+REGISTER_ATTEMPTS, REGISTER_PAUSE = 10, 0.5
+
+
+def _register(client: Any, verdicts: Verdicts) -> None:
+    """Register *verdicts* on every worker, present and future, while workers may be dying.
+
+    The scheduler keeps the plugin for future workers, then sends it to each present one; when one of
+    them dies meanwhile, the scheduler's broadcast fails and it closes the client's connection with a
+    ``CommClosedError``. Registering again (the plugin replaces itself) reaches the workers left.
+    """
+    from distributed.comm import CommClosedError
+
+    for attempt in range(1, REGISTER_ATTEMPTS + 1):
+        try:
+            client.register_plugin(verdicts)
+        except (CommClosedError, OSError):
+            if attempt == REGISTER_ATTEMPTS:
+                raise
+            time.sleep(REGISTER_PAUSE)
+        else:
+            return
 
 
 def _erred_partitions(dask_scheduler: Any, name: str) -> list[int]:
