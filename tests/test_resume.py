@@ -278,3 +278,45 @@ def test_report_counts_lost_workers_and_reexecuted_partitions(setup):
     assert result.report.reexecuted_partitions, "the dead worker's partitions ran again"
     assert all(n == 2 for n in result.report.reexecuted_partitions.values())
     assert all(label.startswith("tt: ") for label in result.report.reexecuted_partitions)
+
+
+def test_checkpoint_that_cannot_be_written_is_reported_and_the_run_completes(setup):
+    """The checkpoint's directory goes away mid-run (replaced by a file): every entry written after that
+    fails on its worker; the run's output is still complete, and the client warns how many entries
+    were not written, and why."""
+    import shutil
+    import threading
+
+    from distproc.cluster import open_client
+
+    root, _, reference = setup
+    proc = distproc.load_processor(f"{SLOW}:SlowJets", {"delay": 0.25})
+    fileset = {"tt": {"files": {str(root / "sample" / "*.root"): "Events"}}}
+    ckpt = root / "broken-ckpt"
+
+    def break_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (ckpt / "meta.json").exists() and checkpoint_status(ckpt)[0] >= 2:
+                shutil.rmtree(ckpt / "entries")
+                (ckpt / "entries").write_text("not a directory")
+                return
+            time.sleep(0.02)
+
+    with open_client(workers=1) as client:
+        breaker = threading.Thread(target=break_checkpoint)
+        breaker.start()
+        with pytest.warns(
+            RuntimeWarning, match=r"checkpoint entries could not be written to .*broken-ckpt"
+        ) as got:
+            result = distproc.run(
+                proc, fileset, cluster=client, chunksize=500, checkpoint=ckpt, progress=False
+            )
+        breaker.join()
+    assert (ckpt / "entries").is_file(), "the checkpoint was broken before the run ended"
+    [warning] = [w for w in got if "checkpoint entries" in str(w.message)]
+    assert "(first: entry " in str(warning.message)
+    assert "Error" in str(warning.message)  # the reason (NotADirectoryError, FileNotFoundError)
+    assert not result.report.failures
+    np.testing.assert_array_equal(result.output["jet_pt"].values(), reference.output["jet_pt"].values())
+    assert result.output["events"] == 8000

@@ -386,3 +386,51 @@ def test_corrupt_basket_is_not_retried(
     assert not isinstance(info.value, distproc.ReadError)
     assert url in str(info.value)
     assert not _retries_logged(caplog)
+
+
+@pytest.mark.xrootd
+def test_checkpoint_on_xrootd_resumes_only_what_failed(
+    xrootd_server: Any, client: Any, nano_dy: Path, nano_tt: Path, tmp_path: Path
+) -> None:
+    """A checkpoint at a ``root://`` URL (issue 14, item 1): entries written by the workers, moved into
+    place by the server, listed and read back by the rerun, which processes only the failed partition."""
+    import fsspec
+
+    from distproc.engine.checkpoint import checkpoint_status
+
+    marker = tmp_path / "fail"
+    marker.touch()
+    proc = distproc.load_processor(
+        f"{HERE / 'procs' / 'muon.py'}:MuonPtFailingWhile", {"marker": str(marker)}
+    )
+    fileset = {"dy": [str(nano_dy)], "tt": [str(nano_tt)]}
+    url = xrootd_server.scratch_url(f"ckpt-{tmp_path.name}")
+
+    def run() -> Any:
+        return distproc.run(
+            proc,
+            fileset,
+            cluster=client,
+            chunksize=10,
+            checkpoint=url,
+            allow_failures=True,
+            progress=False,
+            cache_dir=str(tmp_path),
+        )
+
+    first = run()
+    assert [(f.dataset, f.entry_start) for f in first.report.failures] == [("dy", 0)]
+    planned = first.report.partitions
+    assert checkpoint_status(url) == (planned - 1, planned)
+    marker.unlink()
+    second = run()
+    assert not second.report.failures
+    assert second.report.resumed_partitions == planned - 1
+    assert checkpoint_status(url) == (planned, planned)
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache(f"{root}/entries")
+    assert len(fs.ls(f"{root}/entries", detail=False)) == 1  # one entry for the whole run, no temporaries
+    want = distproc.run(proc, fileset, cluster=client, chunksize=10, progress=False, cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(second.output["muon_pt"].values(), want.output["muon_pt"].values())
+    np.testing.assert_array_equal(second.output["muon_pt"].variances(), want.output["muon_pt"].variances())
+    assert second.output["events"] == want.output["events"] == 240

@@ -169,7 +169,8 @@ def install_torque_wrappers(directory: Path) -> Path:
 
 @dataclass
 class XRootD:
-    """An XRootD server on localhost serving ``directory/data`` read-only."""
+    """An XRootD server on localhost serving ``directory/data`` read-only and ``directory/scratch``
+    writable."""
 
     directory: Path
     port: int
@@ -182,6 +183,10 @@ class XRootD:
     def url(self, name: str) -> str:
         """The ``root://`` URL of the served file *name*."""
         return f"root://localhost:{self.port}/{self.data / name}"
+
+    def scratch_url(self, name: str) -> str:
+        """The ``root://`` URL of *name* in the writable directory."""
+        return f"root://localhost:{self.port}/{self.directory / 'scratch' / name}"
 
     def stop(self) -> None:
         """Stop the server (the files stay)."""

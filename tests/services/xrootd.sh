@@ -3,7 +3,8 @@
 #
 #   tests/services/xrootd.sh start DIR PORT [FILE...]   install Debian's xrootd-server if missing, copy
 #                                                      FILEs into DIR/data and serve DIR/data read-only
-#                                                      as root://localhost:PORT//DIR/data/NAME
+#                                                      as root://localhost:PORT//DIR/data/NAME, and
+#                                                      DIR/scratch writable (checkpoints written there)
 #   tests/services/xrootd.sh stop DIR                  stop it (by its pid file)
 #
 # xrootd refuses to run as root, so it runs as the `xrootd` user (created if missing); DIR/data must be
@@ -32,13 +33,14 @@ if ! command -v xrootd >/dev/null; then
 fi
 id xrootd >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin xrootd
 
-mkdir -p "$dir/data" "$dir/run"
+mkdir -p "$dir/data" "$dir/run" "$dir/scratch"
 for file in "$@"; do cp "$file" "$dir/data/"; done
 chmod 0755 "$dir" "$dir/data"
 chmod -R a+rX "$dir/data"
-chown xrootd:xrootd "$dir/run"
+chown xrootd:xrootd "$dir/run" "$dir/scratch"
 cat > "$dir/xrootd.cfg" <<CONF
 all.export $dir/data r/o
+all.export $dir/scratch
 all.adminpath $dir/run
 all.pidpath $dir/run
 xrd.port $port

@@ -24,13 +24,13 @@ On resume, :meth:`Checkpoint.covering` lists ``entries/`` once and takes the lar
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import json
 import os
 import pickle
 import uuid
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,17 +158,14 @@ class Checkpoint:
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         """Write ``meta.json`` atomically."""
         fs, root = self._fs()
-        data = json.dumps(meta, indent=2).encode()
-        if is_remote(self.url):
-            fs.pipe_file(f"{root}/meta.json", data)
-            return
-        with atomic_write(f"{root}/meta.json") as tmp:
-            tmp.write_bytes(data)
+        _write_atomically(
+            fs, root, "meta.json", json.dumps(meta, indent=2).encode(), remote=is_remote(self.url)
+        )
 
     def plan(self, table: PartitionTable) -> Checkpoint:
         """This checkpoint for the run's partitions *table* (records how many are planned)."""
         fs, root = self._fs()
-        meta = json.loads(fs.cat_file(f"{root}/meta.json"))
+        meta = json.loads(_read(fs, f"{root}/meta.json"))
         self.write_meta({**meta, "partitions": len(table)})
         return Checkpoint(url=self.url, identities=_identities(table))
 
@@ -180,21 +177,10 @@ class Checkpoint:
     def save(self, lo: int, hi: int, partial: Partial) -> None:
         """Write the entry of ``[lo, hi)`` atomically (temporary name, then rename or move)."""
         fs, root = self._fs()
-        final = f"{root}/entries/{self.entry_name(lo, hi)}"
-        tmp = f"{root}/entries/.{uuid.uuid4().hex[:12]}.tmp"
         import cloudpickle  # outputs may hold behaviour lambdas (dask mode, vector) that pickle refuses
 
         data = cloudpickle.dumps(partial, protocol=pickle.HIGHEST_PROTOCOL)
-        if not is_remote(self.url):
-            with atomic_write(final) as path:
-                path.write_bytes(data)
-            return
-        try:
-            fs.pipe_file(tmp, data)
-            fs.mv(tmp, final)
-        finally:
-            if fs.exists(tmp):
-                fs.rm_file(tmp)
+        _write_atomically(fs, f"{root}/entries", self.entry_name(lo, hi), data, remote=is_remote(self.url))
 
     def drop(self, spans: Iterable[tuple[int, int]]) -> None:
         """Delete the entries of *spans* (superseded by their parent's)."""
@@ -207,10 +193,11 @@ class Checkpoint:
     def load(self, lo: int, hi: int) -> Partial:
         """Read the entry of ``[lo, hi)``."""
         fs, root = self._fs()
-        return pickle.loads(fs.cat_file(f"{root}/entries/{self.entry_name(lo, hi)}"))
+        return pickle.loads(_read(fs, f"{root}/entries/{self.entry_name(lo, hi)}"))
 
     def _names(self) -> list[str]:
         fs, root = self._fs()
+        fs.invalidate_cache(f"{root}/entries")  # workers in other processes write it (fsspec-xrootd caches)
         try:
             return [p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/entries", detail=False)]
         except FileNotFoundError:
@@ -237,6 +224,50 @@ class Checkpoint:
                 taken[lo:hi] = b"\1" * (hi - lo)
                 chosen.append((lo, hi))
         return sorted(chosen)
+
+
+def _write_atomically(fs: Any, directory: str, name: str, data: bytes, *, remote: bool) -> None:
+    """Write *data* to *directory*/*name* on *fs* under a temporary name first, then rename or move it:
+    a reader never sees a half-written file under *name*."""
+    final = f"{directory}/{name}"
+    if not remote:
+        with atomic_write(final) as path:
+            path.write_bytes(data)
+        return
+    tmp = f"{directory}/.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with fs.open(tmp, "wb") as f:  # every fsspec file system writes so (fsspec-xrootd: no pipe_file)
+            f.write(data)
+        _move(fs, tmp, final)
+    finally:
+        with contextlib.suppress(OSError):
+            if fs.exists(tmp):
+                fs.rm_file(tmp)
+
+
+def _read(fs: Any, path: str) -> bytes:
+    """The content of *path* on *fs* (through ``open``, as every fsspec file system reads; fsspec-xrootd's
+    ``cat_file`` wants a byte range)."""
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def _move(fs: Any, source: str, target: str) -> None:
+    """Move *source* to *target* on *fs*; on XRootD by the server's own move (fsspec-xrootd has none of
+    its own, and fsspec's fallback, a copy, is not implemented there either)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "root" not in protocols:
+        fs.mv(source, target)
+        return
+    from XRootD import client
+
+    from distproc.reading import XROOTD_TIMEOUT
+
+    server = client.FileSystem(f"root://{fs.hostid}")
+    status, _ = server.mv(source, target, timeout=XROOTD_TIMEOUT)
+    if not status.ok:
+        msg = f"cannot move root://{fs.hostid}/{source} to {target}: {status.message.strip()}"
+        raise OSError(msg)
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -272,7 +303,7 @@ def open_checkpoint(
     mine = fingerprint(processor, options)
     meta_path = f"{root}/meta.json"
     if fs.exists(meta_path) and not fresh:
-        theirs = json.loads(fs.cat_file(meta_path)).get("fingerprint", {})
+        theirs = json.loads(_read(fs, meta_path)).get("fingerprint", {})
         if theirs.get("digest") != mine["digest"]:
             differ = [k for k in ("processor", "source", "attributes", "options") if theirs.get(k) != mine[k]]
             msg = (
@@ -302,7 +333,7 @@ def checkpoint_status(url: str | os.PathLike[str]) -> tuple[int, int]:
     if not fs.exists(f"{root}/meta.json"):
         msg = f"no checkpoint at {url} (no meta.json)"
         raise CheckpointError(msg, key="checkpoint")
-    planned = int(json.loads(fs.cat_file(f"{root}/meta.json"))["partitions"] or 0)
+    planned = int(json.loads(_read(fs, f"{root}/meta.json"))["partitions"] or 0)
     # Without the partition table the digests cannot be checked: count the largest non-overlapping spans.
     spans = []
     for name in Checkpoint(url)._names():
@@ -316,14 +347,14 @@ def checkpoint_status(url: str | os.PathLike[str]) -> tuple[int, int]:
     return sum(taken), planned
 
 
-def _save_quietly(checkpoint: Checkpoint, lo: int, hi: int, partial: Partial) -> bool:
-    """Save an entry; a checkpoint that cannot be written costs the resume, not the run."""
+def _save_quietly(checkpoint: Checkpoint, lo: int, hi: int, partial: Partial) -> str | None:
+    """Save an entry; a checkpoint that cannot be written costs the resume, not the run: returns why it
+    was not written (the run reports it, :attr:`Partial.unsaved`), or None."""
     try:
         checkpoint.save(lo, hi, partial)
     except (OSError, pickle.PicklingError, TypeError) as err:
-        warnings.warn(f"checkpoint entry {lo}-{hi} not written to {checkpoint.url}: {err}", stacklevel=2)
-        return False
-    return True
+        return f"entry {lo}-{hi}: {type(err).__name__}: {err}"
+    return None
 
 
 def process_and_save(
@@ -337,13 +368,23 @@ def process_and_save(
     ]
     merged = merge(parts)
     if not merged.failures:
-        if _save_quietly(checkpoint, lo, hi, merged):
+        unsaved = _save_quietly(checkpoint, lo, hi, merged)
+        if unsaved is None:
             checkpoint.drop((i, i + 1) for i in done)
-        return merged
-    for i, part in enumerate(parts, lo):
-        if not part.failures and i not in done:
-            _save_quietly(checkpoint, i, i + 1, part)
-    return merged
+        return _with_unsaved(merged, [unsaved])
+    saves = [
+        _save_quietly(checkpoint, i, i + 1, part)
+        for i, part in enumerate(parts, lo)
+        if not part.failures and i not in done
+    ]
+    return _with_unsaved(merged, saves)
+
+
+def _with_unsaved(partial: Partial, unsaved: Sequence[str | None]) -> Partial:
+    """*partial*, or a copy of it naming the entries that were not written (a task's result is not
+    changed in place: the scheduler may hold it for another task)."""
+    errors = [u for u in unsaved if u is not None]
+    return dataclasses.replace(partial, unsaved=[*partial.unsaved, *errors]) if errors else partial
 
 
 def merge_and_save(
@@ -360,9 +401,10 @@ def merge_and_save(
     merged = merge(parts)
     if merged.failures or list(children) == [span]:
         return merged
-    if _save_quietly(checkpoint, *span, merged):
+    unsaved = _save_quietly(checkpoint, *span, merged)
+    if unsaved is None:
         checkpoint.drop(c for c in children if c != span)
-    return merged
+    return _with_unsaved(merged, [unsaved])
 
 
 def load_entry(checkpoint: Checkpoint, lo: int, hi: int) -> Partial:

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError
 from typing import Any
@@ -311,6 +312,13 @@ def run(
     note = format_skipped(skipped)
     if note:
         sys.stderr.write(f"{note}\n")
+    if reduced.unsaved:
+        msg = (
+            f"{len(reduced.unsaved)} checkpoint entries could not be written to {os.fspath(checkpoint)} "
+            f"(first: {reduced.unsaved[0]}); the outputs are complete, but a resumed run would process "
+            "those partitions again"
+        )
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
     result = RunResult(output=output if output is not None else {}, report=report)
     if not allow_failures:
         raise_failed(result, cause=error)

@@ -44,6 +44,8 @@ class Partial:
     output: Any = None
     stats: list[PartitionStat] = field(default_factory=list)
     failures: list[PartitionFailure] = field(default_factory=list)
+    #: Why checkpoint entries of these partitions could not be written (the run goes on without them).
+    unsaved: list[str] = field(default_factory=list)
 
 
 def _worker_name() -> str:
@@ -186,4 +188,5 @@ def merge(parts: Sequence[Partial]) -> Partial:
         output=add_outputs((p.output, [s.index for s in p.stats]) for p in parts),
         stats=[s for p in parts for s in p.stats],
         failures=[f for p in parts for f in p.failures],
+        unsaved=[u for p in parts for u in p.unsaved],
     )
