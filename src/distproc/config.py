@@ -198,7 +198,8 @@ def _fileset(value: Any, base_dir: Path, source: str | None) -> tuple[Mapping[st
     if isinstance(value, str | os.PathLike):
         fileset_path = base_dir / value
         if fileset_path.suffix in _DATA_SUFFIXES:
-            return {fileset_path.stem: [str(fileset_path.resolve())]}, fileset_dir
+            # absolute, but as the user wrote it (not through symlinks): errors then name their path
+            return {fileset_path.stem: [os.path.abspath(fileset_path)]}, fileset_dir
         value = _read_yaml(fileset_path, "fileset file")
         fileset_dir = fileset_path.parent.resolve()
     if not isinstance(value, Mapping):
