@@ -157,10 +157,7 @@ class Checkpoint:
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         """Write ``meta.json`` atomically."""
-        fs, root = self._fs()
-        _write_atomically(
-            fs, root, "meta.json", json.dumps(meta, indent=2).encode(), remote=is_remote(self.url)
-        )
+        self._write("", "meta.json", json.dumps(meta, indent=2).encode())
 
     def plan(self, table: PartitionTable) -> Checkpoint:
         """This checkpoint for the run's partitions *table* (records how many are planned)."""
@@ -176,11 +173,29 @@ class Checkpoint:
 
     def save(self, lo: int, hi: int, partial: Partial) -> None:
         """Write the entry of ``[lo, hi)`` atomically (temporary name, then rename or move)."""
-        fs, root = self._fs()
         import cloudpickle  # outputs may hold behaviour lambdas (dask mode, vector) that pickle refuses
 
         data = cloudpickle.dumps(partial, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_atomically(fs, f"{root}/entries", self.entry_name(lo, hi), data, remote=is_remote(self.url))
+        self._write("/entries", self.entry_name(lo, hi), data)
+
+    def _write(self, subdirectory: str, name: str, data: bytes) -> None:
+        """Write *data* to *name* in the checkpoint's *subdirectory* (``""``: the checkpoint itself) under a
+        temporary name first, then rename or move it: a reader never sees a half-written file."""
+        fs, root = self._fs()
+        final = f"{root}{subdirectory}/{name}"
+        if not is_remote(self.url):
+            with atomic_write(final) as path:
+                path.write_bytes(data)
+            return
+        tmp = f"{root}{subdirectory}/.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            with fs.open(tmp, "wb") as f:  # every fsspec file system writes so (fsspec-xrootd: no pipe_file)
+                f.write(data)
+            _move(fs, tmp, final)
+        finally:
+            with contextlib.suppress(OSError):
+                if fs.exists(tmp):
+                    fs.rm_file(tmp)
 
     def drop(self, spans: Iterable[tuple[int, int]]) -> None:
         """Delete the entries of *spans* (superseded by their parent's)."""
@@ -224,25 +239,6 @@ class Checkpoint:
                 taken[lo:hi] = b"\1" * (hi - lo)
                 chosen.append((lo, hi))
         return sorted(chosen)
-
-
-def _write_atomically(fs: Any, directory: str, name: str, data: bytes, *, remote: bool) -> None:
-    """Write *data* to *directory*/*name* on *fs* under a temporary name first, then rename or move it:
-    a reader never sees a half-written file under *name*."""
-    final = f"{directory}/{name}"
-    if not remote:
-        with atomic_write(final) as path:
-            path.write_bytes(data)
-        return
-    tmp = f"{directory}/.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with fs.open(tmp, "wb") as f:  # every fsspec file system writes so (fsspec-xrootd: no pipe_file)
-            f.write(data)
-        _move(fs, tmp, final)
-    finally:
-        with contextlib.suppress(OSError):
-            if fs.exists(tmp):
-                fs.rm_file(tmp)
 
 
 def _read(fs: Any, path: str) -> bytes:
