@@ -35,7 +35,7 @@ from typing import Any
 from distproc._paths import is_remote
 from distproc.exceptions import ChecksumError, FileChangedError, FilesetError, format_options
 from distproc.parquet_input import is_parquet
-from distproc.reading import XROOTD_TIMEOUT, _configure_xrootd
+from distproc.reading import XROOTD_TIMEOUT, _configure_xrootd, remote_options
 from distproc.remote import RETRIES, with_retries
 
 __all__ = (
@@ -114,11 +114,7 @@ def _remote_fs(path: str) -> tuple[Any, str]:
     """The fsspec file system of URL *path* (XRootD with bounded timeouts) and the path on it."""
     import fsspec
 
-    options: dict[str, Any] = {}
-    if path.startswith(("root://", "roots://")):
-        _configure_xrootd()
-        options["timeout"] = XROOTD_TIMEOUT
-    return fsspec.core.url_to_fs(path, **options)
+    return fsspec.core.url_to_fs(path, **remote_options(path))
 
 
 def _seconds(value: Any) -> float | None:

@@ -30,6 +30,7 @@ __all__ = (
     "file_format",
     "format_skipped",
     "partition_events",
+    "remote_options",
     "skipped_branches",
 )
 
@@ -109,6 +110,15 @@ def _configure_xrootd() -> None:
             EnvPutInt(name, value)
 
 
+def remote_options(path: str) -> dict[str, Any]:
+    """The fsspec (and uproot) options for URL *path*: for XRootD, bounded request timeouts
+    (:data:`XROOTD_TIMEOUT`; fsspec-xrootd's default is none), with its client configured first."""
+    if path.startswith(("root://", "roots://")):
+        _configure_xrootd()
+        return {"timeout": XROOTD_TIMEOUT}
+    return {}
+
+
 def _uproot_open(path: str, local_reads: str = "thread", retries: int = RETRIES) -> Any:
     """``uproot.open(path)``; a remote file's reads are retried (:mod:`distproc.remote`).
 
@@ -132,12 +142,8 @@ def _uproot_open(path: str, local_reads: str = "thread", retries: int = RETRIES)
                 path.removeprefix("file://"), handler=uproot.MultithreadedFileSource, use_threads=False
             )
         return uproot.open(path)
-    options: dict[str, Any] = {}
-    if path.startswith(("root://", "roots://")):
-        _configure_xrootd()
-        options["timeout"] = XROOTD_TIMEOUT
     try:
-        return uproot.open(path, handler=RetryingSource, read_retries=retries, **options)
+        return uproot.open(path, handler=RetryingSource, read_retries=retries, **remote_options(path))
     except OSError as err:
         if is_permanent_xrootd(err):
             raise FileNotFoundError(str(err)) from err

@@ -267,10 +267,12 @@ def _move(fs: Any, source: str, target: str) -> None:
 
 
 def _fs(url: str) -> tuple[Any, str]:
-    """The fsspec file system of *url* and the path on it."""
+    """The fsspec file system of *url* and the path on it (XRootD with bounded timeouts)."""
     import fsspec
 
-    return fsspec.core.url_to_fs(url)
+    from distproc.reading import remote_options
+
+    return fsspec.core.url_to_fs(url, **remote_options(url))
 
 
 def open_checkpoint(
