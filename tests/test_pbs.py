@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_slurm import CHUNKSIZE, _run, _slurm, assert_same_histograms, fileset, local_reference
+from test_slurm import (
+    CHUNKSIZE,
+    _run,
+    _slurm,
+    assert_same_histograms,
+    check_dask_mode,
+    fileset,
+    local_reference,
+)
 
 from distproc.cluster import get_backend
 
@@ -26,9 +34,13 @@ def test_pbs_run_through_qsub_equals_local_run(
     slurm_cluster: Any,
     fileset: dict[str, list[str]],
     local_reference: dict[str, Any],
+    nano_dy: Path,
+    nano_tt: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both modes on the same PBS worker jobs: the default mode equals the local run, dask mode
+    equals coffea's dask path (``check_dask_mode``)."""
     assert shutil.which("qsub") == str(torque_commands / "qsub")
     # The wrappers' qsub ignores the job script's `#PBS -o/-e` (a real PBS honours them) and writes the job
     # logs to the submitting directory: submit from the test's own.
@@ -41,6 +53,7 @@ def test_pbs_run_through_qsub_equals_local_run(
         job_ids = set(client.run(os.getenv, "SLURM_JOB_ID").values())
         names = set(slurm_cluster.command("squeue", "-h", "-o", "%j").split())
         result = _run(client, fileset, tmp_path, chunksize=CHUNKSIZE)
+        check_dask_mode(client, nano_dy, nano_tt, tmp_path)  # dask mode on the same worker jobs
     assert len(queued) == 2
     assert job_ids == queued, "the workers are not the jobs qsub submitted"
     assert names == {"dask-worker"}, "the job script's #PBS -N was not applied"

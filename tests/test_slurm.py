@@ -211,12 +211,11 @@ def test_processor_file_and_its_helper_module_reach_slurm_workers(
         )
 
 
-def test_dask_mode_on_slurm_equals_coffea(
-    slurm_cluster: Any, nano_dy: Path, nano_tt: Path, tmp_path: Path
-) -> None:
-    """A coffea dask-awkward processor, unchanged, with ``mode="dask"`` on Slurm worker jobs: every
-    histogram bin, cutflow entry and reduction as coffea's ``apply_to_fileset`` + ``dask.compute`` on
-    the same preprocessed steps (the processor's file reaches the workers by value)."""
+def check_dask_mode(cluster: Any, nano_dy: Path, nano_tt: Path, tmp_path: Path) -> Any:
+    """Run a coffea dask-awkward processor, unchanged, with ``mode="dask"`` on ``cluster`` (a back-end
+    spec or a client of batch worker jobs) and assert that every histogram bin, cutflow entry and
+    reduction equals coffea's ``apply_to_fileset`` + ``dask.compute`` on the same preprocessed steps
+    (the processor's file reaches the workers by value). Shared by the Slurm, PBS and SGE tests."""
     from coffea.nanoevents import NanoAODSchema
     from test_dask_mode import PROCS, _coffea, _preprocess, assert_same
 
@@ -231,16 +230,24 @@ def test_dask_mode_on_slurm_equals_coffea(
         processor,
         fileset,
         mode="dask",
-        cluster=_slurm(slurm_cluster, jobs=2),
+        cluster=cluster,
         progress=False,
-        cache_dir=str(tmp_path / "cache"),
+        cache_dir=str(tmp_path / "dask-cache"),
     )
     assert not result.report.failures, result.report.failures[0].traceback
-    assert "SLURMCluster" in result.report.cluster
     assert {name: d.partitions for name, d in result.report.datasets.items()} == {"dy": 1, "tt": 4}
     assert_same(result.output, want)
     assert result.output["tt"]["cutflow"]["all"] == 200
     assert result.output["dy"]["muon_pt"].sum().value > 0
+    return result
+
+
+def test_dask_mode_on_slurm_equals_coffea(
+    slurm_cluster: Any, nano_dy: Path, nano_tt: Path, tmp_path: Path
+) -> None:
+    """Dask mode on Slurm worker jobs that distproc submits (``check_dask_mode``)."""
+    result = check_dask_mode(_slurm(slurm_cluster, jobs=2), nano_dy, nano_tt, tmp_path)
+    assert "SLURMCluster" in result.report.cluster
     assert slurm_cluster.wait_no_jobs() == []
 
 
