@@ -147,10 +147,45 @@ class DistprocHT(distproc.Processor):
 
 
 # --- the same analysis as a coffea dask-mode user writes it ---------------------------------------------
+def sf_correction() -> Any:
+    """The scale factors as a correctionlib correction (inputs: variation, pt): the lookup a CMS analysis
+    writes, which correctionlib evaluates on ``dask_awkward`` arrays partition by partition."""
+    import correctionlib.schemav2 as cs
+
+    def binning(values: np.ndarray) -> cs.Binning:
+        return cs.Binning(
+            nodetype="binning",
+            input="pt",
+            edges=[0.0, *map(float, BINS), "inf"],
+            content=[float(v) for v in values],
+            flow="clamp",
+        )
+
+    correction = cs.Correction(
+        name="jet_sf",
+        version=1,
+        inputs=[cs.Variable(name="variation", type="string"), cs.Variable(name="pt", type="real")],
+        output=cs.Variable(name="sf", type="real"),
+        data=cs.Category(
+            nodetype="category",
+            input="variation",
+            content=[cs.CategoryItem(key=k, value=binning(v)) for k, v in SF.items()],
+        ),
+    )
+    return correction.to_evaluator()
+
+
 class CoffeaDaskHT(ProcessorABC):
-    """The analysis on ``dask_awkward`` arrays with a ``hist.dask`` histogram (coffea's dask mode): the
-    scale factor is looked up with ``ak.where`` over the bin edges (``np.digitize`` does not take dask
-    arrays)."""
+    """The analysis on ``dask_awkward`` arrays with a ``hist.dask`` histogram (coffea's dask mode).
+
+    *lookup* is how the scale factor is looked up: ``"where"`` (``ak.where`` over the bin edges, seven
+    awkward broadcasts per variation: ``np.digitize`` does not take dask arrays) or ``"correctionlib"``
+    (:func:`sf_correction`, evaluated by correctionlib partition by partition).
+    """
+
+    def __init__(self, lookup: str = "where") -> None:
+        self.lookup = lookup
+        self.sf = sf_correction() if lookup == "correctionlib" else None
 
     def process(self, events):
         import hist.dask as hda
@@ -158,9 +193,12 @@ class CoffeaDaskHT(ProcessorABC):
         jets = events.Jet
         h = ht_hist(hda.Hist)
         for variation, sf in SF.items():
-            factor = jets.pt * 0.0 + sf[0]
-            for edge, value in zip(BINS, sf[1:], strict=True):
-                factor = ak.where(jets.pt >= edge, value, factor)
+            if self.sf is not None:
+                factor = self.sf.evaluate(variation, jets.pt)
+            else:
+                factor = jets.pt * 0.0 + sf[0]
+                for edge, value in zip(BINS, sf[1:], strict=True):
+                    factor = ak.where(jets.pt >= edge, value, factor)
             fill_ht(h, variation, jets.pt * factor, jets.eta, events.genWeight)
         return {"ht": h}
 
@@ -187,17 +225,22 @@ def dask_comparison(args: argparse.Namespace) -> None:
         nparts = sum(len(f["steps"]) for f in runnable["ttbar"]["files"].values())
         print(
             f"dask mode: {info.events:,} ttbar events, {len(info.files)} files, {nparts} steps of about "
-            f"{args.chunksize:,} events, {args.workers} workers; {load_line()}",
+            f"{args.chunksize:,} events, {args.workers} workers, scale factors by {args.lookup}; "
+            f"{load_line()}",
             flush=True,
         )
         timer = Timer(list(client.run(os.getpid).values()))
 
         def coffea_run() -> Any:
-            (out,) = dask.compute(apply_to_fileset(CoffeaDaskHT(), runnable, schemaclass=NanoAODSchema))
+            (out,) = dask.compute(
+                apply_to_fileset(CoffeaDaskHT(args.lookup), runnable, schemaclass=NanoAODSchema)
+            )
             return out["ttbar"]["ht"]
 
         def distproc_run() -> Any:
-            result = distproc.run(CoffeaDaskHT(), runnable, cluster=client, mode="dask", progress=False)
+            result = distproc.run(
+                CoffeaDaskHT(args.lookup), runnable, cluster=client, mode="dask", progress=False
+            )
             assert not result.partial, result.report.failures
             return result.output["ttbar"]["ht"]
 
@@ -464,6 +507,12 @@ def main(argv: list[str] | None = None) -> None:
         "--tls-cost", action="store_true", help="also run distproc on a plain-TCP cluster: TLS/plain"
     )
     parser.add_argument("--dask", action="store_true", help="only the dask-mode comparison with coffea")
+    parser.add_argument(
+        "--lookup",
+        choices=("correctionlib", "where"),
+        default="where",
+        help="--dask: the scale-factor lookup of the dask-mode analysis (default where)",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Missing cross-reference", category=RuntimeWarning)
     if args.dask:

@@ -95,6 +95,24 @@ def test_nanoaod_equals_coffea(client, nano_fileset, tmp_path):
     assert all(d.bytes_read > 0 for d in result.report.datasets.values())
 
 
+def test_correctionlib_on_dask_arrays_equals_coffea(client, nano_fileset, tmp_path):
+    """correctionlib evaluates a correction on dask_awkward arrays through a ``dask.delayed`` of the
+    correction, one value all partitions share: evaluated per partition (once per worker), as coffea."""
+    proc = distproc.load_processor(f"{PROCS}:CorrectedJets")
+    theirs = _coffea(proc, nano_fileset, NanoAODSchema)
+    result = _run(proc, nano_fileset, tmp_path, cluster=client)
+    assert not result.partial
+    assert_same(result.output, theirs)
+    import uproot
+
+    (path,) = nano_fileset["tt"]["files"]
+    with uproot.open(path) as f:
+        pt = f["Events"]["Jet_pt"].array()
+    want = ak.sum(pt * ak.where(pt < 30, 0.9, ak.where(pt < 60, 1.0, 1.1)))
+    assert result.output["tt"]["sum_pt"] == pytest.approx(want, rel=1e-5)  # float32 sums in another order
+    assert want != pytest.approx(ak.sum(pt), rel=1e-3)  # the correction changed the pT
+
+
 def test_physlite_equals_coffea(client, physlite, tmp_path):
     # coffea's own dask path fails on this PHYSLITE file when split (uproot reads 60 entries of
     # xTrigDecisionAux for a 50-entry step), so it runs on one step; distproc also on two.
@@ -199,7 +217,12 @@ def test_read_errors_are_recorded_per_partition(client, nano_dy, nano_tt, tmp_pa
 
 @pytest.mark.parametrize(
     ("name", "output"),
-    [("Ratio", "['mean_pt']"), ("NormalisedFill", "['pt']"), ("DelayedSum", "['n']")],
+    [
+        ("Ratio", "['mean_pt']"),
+        ("NormalisedFill", "['pt']"),
+        ("DelayedSum", "['n']"),
+        ("ForeignPartitions", "['pt']"),
+    ],
 )
 def test_outputs_needing_every_partition_are_refused(client, nano_dy, tmp_path, name, output):
     fileset = {"dy": {"files": {str(nano_dy): {"object_path": "Events", "steps": [[0, 20], [20, 40]]}}}}

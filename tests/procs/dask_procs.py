@@ -38,6 +38,49 @@ class MuonCutflow(processor.ProcessorABC):
         return accumulator
 
 
+class CorrectedJets(processor.ProcessorABC):
+    """NanoAOD: jet pT scaled by a correctionlib binned correction evaluated on dask_awkward arrays (what
+    correctionlib does with them: ``map_partitions`` with the correction as a ``dask.delayed`` value)."""
+
+    def __init__(self):
+        import correctionlib.schemav2 as cs
+
+        self.sf = cs.Correction(
+            name="jet_sf",
+            version=1,
+            inputs=[cs.Variable(name="pt", type="real")],
+            output=cs.Variable(name="sf", type="real"),
+            data=cs.Binning(
+                nodetype="binning",
+                input="pt",
+                edges=[0.0, 30.0, 60.0, "inf"],
+                content=[0.9, 1.0, 1.1],
+                flow="clamp",
+            ),
+        ).to_evaluator()
+
+    def process(self, events):
+        pt = events.Jet.pt * self.sf.evaluate(events.Jet.pt)
+        h = hda.Hist.new.Reg(20, 0, 200, name="pt").Weight()
+        h.fill(pt=dak.flatten(pt))
+        return {"pt": h, "sum_pt": dak.sum(pt)}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+class ForeignPartitions(processor.ProcessorABC):
+    """Events combined with a collection of its own (one partition): dask-awkward refuses it on several
+    partitions of events; evaluated per partition it would pair every partition with that one."""
+
+    def process(self, events):
+        offsets = dak.from_awkward(ak.Array([1.0] * 20), npartitions=1)
+        return {"pt": dak.sum(dak.firsts(events.Muon.pt) + offsets)}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
 class ElectronPt(processor.ProcessorABC):
     """PHYSLITE: electron pT and counts."""
 

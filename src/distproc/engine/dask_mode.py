@@ -22,8 +22,11 @@ outputs are combined across partitions by the engine's tree reduction exactly as
 
 That split is exact only when every step before the final combination works partition by partition. An
 output whose graph combines partitions anywhere else (a histogram weighted by ``dak.sum`` of the whole
-dataset, ``dak.sum(x) / dak.sum(y)``, ``dask.delayed`` over the events) is refused with an error naming
-the output and the step, never evaluated per partition into a wrong number.
+dataset, ``dak.sum(x) / dak.sum(y)``, ``dask.delayed`` over the events, the events combined with another
+collection that has partitions of its own) is refused with an error naming the output and the step, never
+evaluated per partition into a wrong number. A ``dask.delayed`` value that does not depend on the events
+(how correctionlib evaluates a correction on ``dask_awkward`` arrays) is one value all partitions share: it
+is computed once per trace and handed to every partition, as dask would.
 
 The result is what ``coffea.dataset_tools.apply_to_fileset`` + ``dask.compute`` give: ``{dataset: output}``.
 """
@@ -37,7 +40,7 @@ import operator
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distproc.engine.state import current_state
@@ -144,13 +147,15 @@ def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any]:
     (final_name,) = leaf.__dask_layers__()
     final = graph.layers[final_name]
     for name, layer in graph.layers.items():
-        partitionwise = isinstance(layer, (AwkwardBlockwiseLayer, Blockwise)) or (
-            isinstance(layer, AwkwardInputLayer) and name == input_name
+        # an input layer is Blockwise too: only the events' own is theirs (another has its own partitions)
+        partitionwise = name == input_name or (
+            isinstance(layer, (AwkwardBlockwiseLayer, Blockwise)) and not isinstance(layer, AwkwardInputLayer)
         )
-        if name != final_name and not partitionwise:
+        if name != final_name and not partitionwise and not _shared_value(graph, name, input_name):
             msg = (
-                f"{path} cannot be evaluated partition by partition: its graph combines partitions in "
-                f"step {name!r} ({type(layer).__name__}) before its final step. distproc's dask mode "
+                f"{path} cannot be evaluated partition by partition: its graph combines partitions (or "
+                f"brings in a collection with partitions of its own) in step {name!r} "
+                f"({type(layer).__name__}) before its final step. distproc's dask mode "
                 "evaluates the graph per partition and combines only a final reduction, histogram fill "
                 "or array; compute such an output from returned pieces after the run (e.g. return "
                 "dak.sum(x) and dak.sum(y) rather than their ratio)"
@@ -180,6 +185,23 @@ def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any]:
     raise DaskModeError(msg, output=path)
 
 
+def _shared_value(graph: Any, name: str, input_name: str) -> bool:
+    """Whether layer *name* of *graph* is one value every partition shares: a ``dask.delayed`` object (a
+    correctionlib correction on dask-awkward arrays, a lookup table) that depends neither on the events
+    nor on any other partitioned collection, so that each partition may use it as dask would."""
+    seen: set[str] = set()
+    stack = [name]
+    while stack:
+        layer = stack.pop()
+        if layer in seen:
+            continue
+        seen.add(layer)
+        if layer == input_name or any(not isinstance(key, str) for key in graph.layers[layer]):
+            return False  # the events, or a collection with partitions of its own
+        stack.extend(graph.dependencies.get(layer, ()))
+    return True
+
+
 def _in_memory_histogram(values: list[Any], cls: type) -> Any:
     """What a ``hist.dask`` histogram's ``__dask_postcompute__`` does, without the collection itself."""
     out = cls(values[0])
@@ -188,8 +210,12 @@ def _in_memory_histogram(values: list[Any], cls: type) -> Any:
     return out
 
 
-def _execution_plan(collections: list[Any], keys: list[Any]) -> tuple[list[Any], dict[Any, int]]:
-    """The graph nodes needed for *keys*, in dask's order, and how many nodes use each key."""
+def _execution_plan(
+    collections: list[Any], keys: list[Any], input_key: Any
+) -> tuple[list[Any], list[Any], dict[Any, int]]:
+    """The graph nodes needed for *keys*, in dask's order: ``(shared, per_partition, users)``, the nodes
+    that do not depend on the events (*input_key*; computed once), those that do, and how many of the
+    latter use each per-partition key."""
     from dask._task_spec import convert_legacy_graph
     from dask.base import collections_to_dsk
     from dask.order import order
@@ -203,12 +229,20 @@ def _execution_plan(collections: list[Any], keys: list[Any]) -> tuple[list[Any],
             needed[key] = dsk[key]
             stack.extend(needed[key].dependencies)
     priority = order(needed)
-    nodes = sorted(needed.values(), key=lambda node: priority[node.key])
-    users: dict[Any, int] = dict.fromkeys(needed, 0)
-    for node in nodes:
-        for dep in node.dependencies:
+    shared: list[Any] = []
+    per_partition: list[Any] = []
+    varying = {input_key}
+    for node in sorted(needed.values(), key=lambda node: priority[node.key]):
+        if node.key in varying or not varying.isdisjoint(node.dependencies):
+            varying.add(node.key)
+            per_partition.append(node)
+        else:
+            shared.append(node)
+    users: dict[Any, int] = dict.fromkeys(varying, 0)
+    for node in per_partition:
+        for dep in node.dependencies & varying:
             users[dep] += 1
-    return nodes, users
+    return shared, per_partition, users
 
 
 @dataclass
@@ -218,22 +252,37 @@ class _Traced:
     structure: Any
     specs: tuple[_LeafSpec, ...]
     keys: list[Any]
+    #: The nodes that do not depend on the events (``dask.delayed`` values), computed once.
+    shared: list[Any]
     nodes: list[Any]
     users: dict[Any, int]
     source: _BoundEvents
     #: True once a partition was evaluated with it (only then may another dataset reuse it).
     verified: bool = False
+    _shared_values: dict[Any, Any] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _shared(self) -> dict[Any, Any]:
+        """The values of the :attr:`shared` nodes, computed at the first partition (as dask computes each
+        key once)."""
+        with self._lock:
+            if self._shared_values is None:
+                values: dict[Any, Any] = {}
+                for node in self.shared:
+                    values[node.key] = node(values)
+                self._shared_values = values
+        return self._shared_values
 
     def evaluate(self, events: Any) -> list[Any]:
         """The per-partition value of every leaf, for the concrete *events* of one partition."""
+        cache = dict(self._shared()) if self.shared else {}
         self.source.local.events = events
-        cache: dict[Any, Any] = {}
         users = dict(self.users)
         wanted = set(self.keys)
         try:
             for node in self.nodes:
                 cache[node.key] = node(cache)
-                for dep in node.dependencies:
+                for dep in node.dependencies & users.keys():
                     users[dep] -= 1
                     if users[dep] == 0 and dep not in wanted:
                         del cache[dep]
@@ -271,8 +320,10 @@ def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
         index = iter(range(len(specs)))
         renumber = [computed[i] if i in computed else _Leaf(next(index)) for i in range(len(leaves))]
         structure = _unflatten(structure, renumber)
-    nodes, users = _execution_plan(collections, keys) if collections else ([], {})
-    return _Traced(structure, tuple(specs), keys, nodes, users, source)
+    shared, nodes, users = (
+        _execution_plan(collections, keys, (input_name, 0)) if collections else ([], [], {})
+    )
+    return _Traced(structure, tuple(specs), keys, shared, nodes, users, source)
 
 
 @dataclass
