@@ -144,13 +144,34 @@ def test_masked_objects_take_the_fill_value(mlp_path: Path, raw_mlp: ort.Inferen
     np.testing.assert_allclose(ak.to_numpy(ak.flatten(out)), expected, atol=1e-6, rtol=0)
 
 
-def test_batching_gives_the_same_values(mlp_path: Path) -> None:
+@pytest.mark.parametrize("spare_core", [True, False], ids=["next-batch-on-another-thread", "one-thread"])
+def test_batching_gives_the_same_values(
+    mlp_path: Path, monkeypatch: pytest.MonkeyPatch, spare_core: bool
+) -> None:
+    """Where a core is left over by the session's threads, the next batch is laid out on another thread
+    while the session runs this one (two buffers in turn): the values are those of one big batch."""
+    import threading
+
+    from distproc.inference import _features
+    from distproc.inference import model as model_module
+
+    monkeypatch.setattr(model_module, "_spare_core", lambda threads: spare_core)
+    filled_on: set[str] = set()
+    batch = _features.Prepared.batch
+
+    def recorded(self, *args):
+        filled_on.add(threading.current_thread().name)
+        return batch(self, *args)
+
     jets = make_jets(300, seed=4)
     big = OnnxModel(mlp_path, backend="cpu", features=FEATURES)(jets)
+    monkeypatch.setattr(_features.Prepared, "batch", recorded)
     for batch_size in (1, 7, 64):
         small = OnnxModel(mlp_path, backend="cpu", features=FEATURES, batch_size=batch_size)(jets)
         assert ak.all(ak.num(small) == ak.num(big))
         np.testing.assert_array_equal(ak.to_numpy(ak.flatten(small)), ak.to_numpy(ak.flatten(big)))
+    assert any(name.startswith("distproc-batch-fill") for name in filled_on) == spare_core
+    assert (threading.current_thread().name in filled_on) != spare_core
 
 
 @pytest.mark.parametrize("input_shape", [["N", 4, 3], ["N", 12]], ids=["rank3", "flat"])

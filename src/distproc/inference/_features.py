@@ -204,7 +204,7 @@ class Prepared:
     counts: Any = None  # objects per event (objects layout, typetracer)
     offsets: Any = None  # object offsets per event, from 0 (objects layout, NumPy or CuPy)
     feed_columns: bool = False  # set when the session takes this input feature-major
-    _buffer: Any = field(default=None, repr=False)
+    _buffers: list[Any] = field(default_factory=lambda: [None, None], repr=False)
 
     @property
     def rows(self) -> int:
@@ -225,10 +225,10 @@ class Prepared:
         """A batch as ``(rows, ...)``, whichever way it is fed."""
         return batch.T if self.feed_columns else batch
 
-    def batch(self, start: int, stop: int, batch_size: int, xp: Any) -> Any:
+    def batch(self, start: int, stop: int, batch_size: int, xp: Any, slot: int = 0) -> Any:
         """Rows ``start:stop`` as one contiguous array of the model's dtype and shape.
 
-        The array is a view of a buffer reused by the next batch.
+        The array is a view of buffer *slot* (0 or 1), reused by the batch after next.
         """
         n = stop - start
         if self.layout == "matrix":
@@ -239,9 +239,9 @@ class Prepared:
             return xp.ascontiguousarray(first[start:stop]).reshape((n, *self.fed_shape[1:]))  # no copy
         middle = first.shape[1:]
         width = len(self.columns) * int(np.prod(middle, dtype=np.int64))
-        if self._buffer is None or len(self._buffer) < n * width:
-            self._buffer = xp.empty(min(batch_size, self.rows) * width, dtype=self.dtype)
-        flat = self._buffer[: n * width]  # the first n rows' worth, contiguous whatever n is
+        if self._buffers[slot] is None or len(self._buffers[slot]) < n * width:
+            self._buffers[slot] = xp.empty(min(batch_size, self.rows) * width, dtype=self.dtype)
+        flat = self._buffers[slot][: n * width]  # the first n rows' worth, contiguous whatever n is
         if self.feed_columns:
             buf = flat.reshape((len(self.columns), n))
             for i, col in enumerate(self.columns):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import hashlib
 import inspect
 import os
@@ -20,7 +22,7 @@ from distproc.exceptions import (
     ModelNotFoundError,
     format_options,
 )
-from distproc.inference._cache import columnar_name, get_session
+from distproc.inference._cache import columnar_name, default_threads, get_session
 from distproc.inference._features import LAYOUTS, Prepared, backend_of, lazy_awkward_errors, prepare
 from distproc.inference._spec import TensorSpec
 from distproc.inference.backends import (
@@ -356,9 +358,23 @@ class OnnxModel:
             p.feed_columns = p.spec.name in columnar
         size = self.batch_size
         results: list[Any] | None = None
-        for start in range(0, n_rows, size):
+
+        def fill(start: int, slot: int) -> dict[str, Any]:
             stop = min(n_rows, start + size)
-            batch = {_fed_name(p): p.batch(start, stop, size, xp) for p in prepared}
+            return {_fed_name(p): p.batch(start, stop, size, xp, slot) for p in prepared}
+
+        starts = range(0, n_rows, size)
+        # the next batch is laid out on another thread while onnxruntime runs this one (it releases the
+        # GIL), where a core is left over by the session's threads: then the copy costs no wall time
+        pipelined = xp is np and len(starts) > 1 and _spare_core(self.threads or default_threads())
+        ahead = _filler().submit(fill, 0, 0) if pipelined else None
+        for k, start in enumerate(starts):
+            stop = min(n_rows, start + size)
+            if ahead is not None:
+                batch = ahead.result()
+                ahead = _filler().submit(fill, starts[k + 1], (k + 1) % 2) if k + 1 < len(starts) else None
+            else:
+                batch = fill(start, 0)
             if self.nan == "raise":
                 _check_nan(prepared, batch, start, xp)
             outs = [_as_xp(out, xp) for out in backend.run(session, batch, self.output_names)]
@@ -433,6 +449,17 @@ class OnnxModel:
             return ak.unflatten(result, ref.counts)
         lists = ak.contents.ListOffsetArray(ak.index.Index(ref.offsets), result.layout)
         return ak.Array(lists)
+
+
+def _spare_core(session_threads: int) -> bool:
+    """Whether this process may use more CPUs than the session's threads."""
+    return len(os.sched_getaffinity(0)) > session_threads if hasattr(os, "sched_getaffinity") else False
+
+
+@functools.cache
+def _filler() -> concurrent.futures.ThreadPoolExecutor:
+    """The thread that lays out the next batch while a session runs (one per process)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="distproc-batch-fill")
 
 
 def _per_input(value: Any, what: str, names: list[str], source: str) -> dict[str, Any]:
