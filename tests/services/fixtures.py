@@ -24,12 +24,20 @@
 Each starts only when a test that uses it is selected, and is stopped at the end of the session. When a
 service cannot be installed or started (not root, no package mirror), its tests are skipped with the
 reason — except under CI (``CI`` set), where that is a failure.
+
+On a fresh machine the Debian packages (and the image's debootstrapped base) take minutes to install.
+As root, once the tests are collected, what the selected tests' services need is installed in the
+background (:func:`pytest_collection_finish`) while the tests before them run; each service fixture
+waits for that head start before starting its service, which then finds its packages installed. The head
+start only gets ahead: where it fails, each service's own install step runs and reports as before.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,6 +79,46 @@ __all__ = (
 )
 
 
+#: ``(script, action...)`` of the installs each service fixture needs, for the head start.
+_INSTALLS: dict[str, list[tuple[str, ...]]] = {
+    "slurm_cluster": [("slurm.sh", "install")],
+    "torque_commands": [("slurm.sh", "install")],
+    "sge_cluster": [("sge.sh", "install")],
+    "xrootd_server": [("xrootd.sh", "install")],
+    "worker_image": [("image.sh", "install"), ("image.sh", "base", "localhost/distproc-test-base:debian")],
+}
+_head_start: subprocess.Popen[bytes] | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """As root, install the selected tests' services in the background, one after another (apt's lock
+    is one at a time), its output in a temporary log."""
+    global _head_start
+    if os.geteuid() != 0 or session.config.option.collectonly:
+        return
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    steps = list(dict.fromkeys(step for name in _INSTALLS if name in used for step in _INSTALLS[name]))
+    if not steps:
+        return
+    here = Path(__file__).resolve().parent
+    script = "; ".join(shlex.join(["bash", str(here / step[0]), *step[1:]]) for step in steps)
+    fd, _ = tempfile.mkstemp(prefix="distproc-services-install-", suffix=".log")
+    try:
+        _head_start = subprocess.Popen(
+            ["bash", "-c", script], stdout=fd, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finally:
+        os.close(fd)
+
+
+def _after_head_start() -> None:
+    """Wait for the background install (if any) so that a service's own install finds it done."""
+    if _head_start is not None:
+        # past the timeout, the service's own install step waits for apt's lock and reports
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _head_start.wait(timeout=1800)
+
+
 def _unavailable(what: str, reason: str) -> None:
     message = f"{what} unavailable: {reason}"
     if os.environ.get("CI"):
@@ -87,6 +135,7 @@ def _need_root(what: str) -> None:
 def slurm_cluster() -> Iterator[Slurm]:
     """A running one-node Slurm cluster; ``SLURM_CONF`` points at it for the whole session."""
     _need_root("Slurm")
+    _after_head_start()
     directory = Path(tempfile.mkdtemp(prefix="distproc-slurm-"))
     try:
         slurm = start_slurm(directory)
@@ -109,6 +158,7 @@ def slurm_cluster() -> Iterator[Slurm]:
 def sge_cluster() -> Iterator[SGE]:
     """A running one-host Grid Engine cluster; its client environment is set for the whole session."""
     _need_root("Grid Engine")
+    _after_head_start()
     directory = Path(tempfile.mkdtemp(prefix="distproc-sge-"))
     try:
         sge = start_sge(directory)
@@ -134,6 +184,7 @@ def torque_commands(slurm_cluster: Slurm) -> Iterator[Path]:
 
     Not for the session: the wrappers' ``qsub``/``qstat`` would shadow Grid Engine's in the ``sge`` tests.
     """
+    _after_head_start()
     directory = Path(tempfile.mkdtemp(prefix="distproc-torque-"))
     try:
         bin_dir = install_torque_wrappers(directory)
@@ -151,6 +202,7 @@ def torque_commands(slurm_cluster: Slurm) -> Iterator[Path]:
 def xrootd_server(nano_dy: Path, nano_tt: Path) -> Iterator[XRootD]:
     """A running XRootD server serving ``nano_dy.root`` and ``nano_tt_v12.root``."""
     _need_root("XRootD")
+    _after_head_start()
     directory = Path(tempfile.mkdtemp(prefix="distproc-xrootd-"))
     try:
         server = start_xrootd(directory, [nano_dy, nano_tt])
@@ -190,7 +242,7 @@ class WorkerImage:
 
 
 #: Local names of the test images (podman's local storage; nothing is pushed anywhere).
-BASE_IMAGE = "localhost/distproc-test-base:debian"
+BASE_IMAGE = _INSTALLS["worker_image"][1][2]
 WORKER_IMAGE = "localhost/distproc-test-worker:latest"
 
 
@@ -198,6 +250,7 @@ WORKER_IMAGE = "localhost/distproc-test-worker:latest"
 def worker_image(tmp_path_factory: pytest.TempPathFactory) -> WorkerImage:
     """The worker image built from ``deploy/Dockerfile`` with this environment's package versions."""
     _need_root("podman")
+    _after_head_start()
     directory = tmp_path_factory.mktemp("image")
     wheels = directory / "wheels"
     freeze = subprocess.run(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start or stop a one-host Grid Engine cluster on localhost for distproc's `sge` tests.
 #
-#   tests/services/sge.sh start DIR    install Debian's gridengine-master/-exec/-client if missing, start
+#   tests/services/sge.sh install      install Debian's gridengine-master/-exec/-client if missing
+#   tests/services/sge.sh start DIR    install them if missing, start
 #                                      sge_qmaster and sge_execd, and make localhost an admin, submit and
 #                                      execution host with a queue all.q of SGE_SLOTS slots
 #   tests/services/sge.sh stop DIR     stop both daemons (by their pid files)
@@ -15,7 +16,28 @@ set -euo pipefail
 # Grid Engine's own client commands, whatever else on PATH is called qsub/qstat (Slurm's Torque wrappers).
 export PATH=/usr/bin:/usr/sbin:$PATH
 
-action=${1:?usage: sge.sh start|stop DIR}
+install_packages() {
+  if ! command -v qsub >/dev/null || ! command -v qconf >/dev/null || [[ ! -x /usr/sbin/sge_qmaster ]] \
+     || [[ ! -x /usr/sbin/sge_execd ]]; then
+    export DEBIAN_FRONTEND=noninteractive
+    # Debian's postinst creates the cell when asked to configure it.
+    debconf-set-selections <<SEL
+gridengine-common gridengine/gridengineconfig boolean true
+gridengine-master gridengine/gridengineconfig boolean true
+gridengine-client gridengine/gridengineconfig boolean true
+gridengine-common gridengine/gridenginemaster string localhost
+gridengine-client gridengine/gridenginemaster string localhost
+gridengine-master gridengine/gridenginemaster string localhost
+SEL
+    pkgs=(gridengine-master gridengine-exec gridengine-client)
+    apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1 \
+      || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y \
+             --no-install-recommends "${pkgs[@]}" >/dev/null; }
+  fi
+}
+
+action=${1:?usage: sge.sh install | sge.sh start|stop DIR}
+if [[ $action == install ]]; then install_packages; exit 0; fi
 dir=${2:?usage: sge.sh start|stop DIR}
 export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
 export SGE_QMASTER_PORT=${SGE_QMASTER_PORT:-6444} SGE_EXECD_PORT=${SGE_EXECD_PORT:-6445}
@@ -32,23 +54,7 @@ if [[ $action == stop ]]; then
 fi
 [[ $action == start ]] || { echo "usage: sge.sh start|stop DIR" >&2; exit 2; }
 
-if ! command -v qsub >/dev/null || ! command -v qconf >/dev/null || [[ ! -x /usr/sbin/sge_qmaster ]] \
-   || [[ ! -x /usr/sbin/sge_execd ]]; then
-  export DEBIAN_FRONTEND=noninteractive
-  # Debian's postinst creates the cell when asked to configure it.
-  debconf-set-selections <<SEL
-gridengine-common gridengine/gridengineconfig boolean true
-gridengine-master gridengine/gridengineconfig boolean true
-gridengine-client gridengine/gridengineconfig boolean true
-gridengine-common gridengine/gridenginemaster string localhost
-gridengine-client gridengine/gridenginemaster string localhost
-gridengine-master gridengine/gridenginemaster string localhost
-SEL
-  pkgs=(gridengine-master gridengine-exec gridengine-client)
-  apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1 \
-    || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y \
-           --no-install-recommends "${pkgs[@]}" >/dev/null; }
-fi
+install_packages
 [[ -f $SGE_ROOT/$SGE_CELL/common/bootstrap ]] \
   || { echo "no Grid Engine cell in $SGE_ROOT/$SGE_CELL (the package's configuration did not run)" >&2; exit 1; }
 

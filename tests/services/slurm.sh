@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start or stop a one-node Slurm cluster on localhost for distproc's `slurm` tests.
 #
-#   tests/services/slurm.sh start DIR    install Debian's slurmctld/slurmd/slurm-client/munge if missing,
-#                                        write DIR/slurm.conf, start munged, slurmctld and slurmd
+#   tests/services/slurm.sh install      install Debian's slurmctld/slurmd/slurm-client/munge if missing
+#   tests/services/slurm.sh start DIR    install them if missing, write DIR/slurm.conf, start munged,
+#                                        slurmctld and slurmd
 #   tests/services/slurm.sh stop DIR     stop the daemons started for DIR (by their pid files)
 #
 # Client commands (sbatch, squeue, scancel) need SLURM_CONF=DIR/slurm.conf in their environment.
@@ -12,7 +13,18 @@
 # a 2-core machine can run several single-core workers.
 set -euo pipefail
 
-action=${1:?usage: slurm.sh start|stop DIR}
+install_packages() {
+  if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
+     || ! command -v munged >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null 2>&1 \
+      || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
+             slurmctld slurmd slurm-client munge >/dev/null; }
+  fi
+}
+
+action=${1:?usage: slurm.sh install | slurm.sh start|stop DIR}
+if [[ $action == install ]]; then install_packages; exit 0; fi
 dir=${2:?usage: slurm.sh start|stop DIR}
 ctld_port=${SLURMCTLD_PORT:-6817}
 slurmd_port=${SLURMD_PORT:-6818}
@@ -30,13 +42,7 @@ if [[ $action == stop ]]; then
 fi
 [[ $action == start ]] || { echo "usage: slurm.sh start|stop DIR" >&2; exit 2; }
 
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
-   || ! command -v munged >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null 2>&1 \
-    || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
-           slurmctld slurmd slurm-client munge >/dev/null; }
-fi
+install_packages
 
 mkdir -p "$dir/state" "$dir/spool" "$dir/log"
 host=$(hostname -s)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start or stop an XRootD server on localhost for distproc's `xrootd` tests.
 #
-#   tests/services/xrootd.sh start DIR PORT [FILE...]   install Debian's xrootd-server if missing, copy
+#   tests/services/xrootd.sh install                   install Debian's xrootd-server if missing
+#   tests/services/xrootd.sh start DIR PORT [FILE...]   install it if missing, copy
 #                                                      FILEs into DIR/data and serve DIR/data read-only
 #                                                      as root://localhost:PORT//DIR/data/NAME, and
 #                                                      DIR/scratch writable (checkpoints written there)
@@ -11,7 +12,16 @@
 # readable by that user, hence DIR is made world-readable. Needs root to install and to switch user.
 set -euo pipefail
 
-action=${1:?usage: xrootd.sh start DIR PORT [FILE...] | stop DIR}
+install_packages() {
+  if ! command -v xrootd >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends xrootd-server >/dev/null 2>&1 \
+      || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends xrootd-server >/dev/null; }
+  fi
+}
+
+action=${1:?usage: xrootd.sh install | start DIR PORT [FILE...] | stop DIR}
+if [[ $action == install ]]; then install_packages; exit 0; fi
 dir=${2:?usage: xrootd.sh start DIR PORT [FILE...] | stop DIR}
 pidfile=$dir/run/xrootd.pid
 
@@ -26,11 +36,7 @@ fi
 port=${3:?usage: xrootd.sh start DIR PORT [FILE...]}
 shift 3
 
-if ! command -v xrootd >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends xrootd-server >/dev/null 2>&1 \
-    || { apt-get update >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends xrootd-server >/dev/null; }
-fi
+install_packages
 id xrootd >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin xrootd
 
 mkdir -p "$dir/data" "$dir/run" "$dir/scratch"
