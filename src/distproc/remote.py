@@ -11,6 +11,11 @@ reads and the lazy (virtual) NanoEvents reads inside a processor's ``process()``
 
 A permanent error (no such file, permission denied, a corrupt basket, which uproot only meets after the
 bytes arrived) is never retried.
+
+Once a read's retries are used up, its server counts as down for the rest of the run (in that worker
+process): later reads from it are tried once, not retried, until one succeeds. A server gone for good
+then fails each remaining partition in one attempt instead of one full round of back-offs (15.5 s with
+the defaults) per partition; a server that is back is used at once.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import uproot
 from uproot.source.chunk import Chunk, Source
@@ -127,11 +133,25 @@ def with_retries(
         return fn()
     start = time.monotonic()
     failures = 0
+    down = _servers_down()
+    server = urlsplit(what).netloc
+    gave_up = down.get(server) if down is not None else None
+    budget = 0 if gave_up is not None else retries
     while True:
-        if error is not None and failures == retries:
+        if error is not None and failures == budget:
+            cause = f"{type(error).__name__}: {error}"
+            if gave_up is not None:
+                msg = (
+                    f"could not be read: {cause}; not retried, as the retries of an earlier read from "
+                    f"{server} ran out {start - gave_up:.0f} s before in this run (its reads are tried once "
+                    "until one succeeds)"
+                )
+                raise ReadError(msg, file=what) from error
+            if down is not None:
+                down[server] = time.monotonic()
             elapsed = time.monotonic() - start
             times = "1 retry" if retries == 1 else f"{retries} retries"
-            msg = f"could not be read after {times} in {elapsed:.1f} s: {type(error).__name__}: {error}"
+            msg = f"could not be read after {times} in {elapsed:.1f} s: {cause}"
             raise ReadError(msg, file=what) from error
         try:
             if error is not None:
@@ -149,11 +169,24 @@ def with_retries(
                 time.sleep(delay)
                 if before_retry is not None:
                     before_retry()
-            return fn()
+            value = fn()
         except Exception as err:
             if not is_transient(err):
                 raise
             error = err
+        else:
+            if gave_up is not None:
+                down.pop(server, None)  # back: retried again from now on
+            return value
+
+
+def _servers_down() -> dict[str, float] | None:
+    """The servers whose retries ran out in the run this thread works for (netloc -> monotonic time of
+    the last read's failure); None outside a run (a read outside a run is always retried)."""
+    from distproc.engine.state import WORKER, current_state
+
+    state = current_state()
+    return None if state is WORKER.default else state.cached("servers-down", None, dict)
 
 
 class _Request:
