@@ -174,6 +174,30 @@ def test_batching_gives_the_same_values(
     assert (threading.current_thread().name in filled_on) != spare_core
 
 
+def _score_in_child(model: OnnxModel, jets: ak.Array) -> list:
+    return ak.to_list(model(jets))
+
+
+def test_a_forked_process_lays_out_batches_on_its_own_thread(
+    mlp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process forked after this one laid out batches on its background thread (a fork-based pool, as
+    coffea's FuturesExecutor can use) gets a thread of its own, instead of waiting for the parent's."""
+    import concurrent.futures
+    import multiprocessing
+
+    from distproc.inference import model as model_module
+
+    monkeypatch.setattr(model_module, "_spare_core", lambda threads: True)
+    jets = make_jets(200, seed=8)
+    model = OnnxModel(mlp_path, backend="cpu", features=FEATURES, batch_size=16)
+    here = ak.to_list(model(jets))  # the background thread now exists in this process
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        there = pool.submit(_score_in_child, model, jets).result(timeout=120)
+    assert there == here
+
+
 @pytest.mark.parametrize("input_shape", [["N", 4, 3], ["N", 12]], ids=["rank3", "flat"])
 def test_padded_layout(tmp_path: Path, input_shape: list) -> None:
     path = tmp_path / "padded.onnx"

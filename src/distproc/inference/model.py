@@ -462,6 +462,10 @@ def _filler() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="distproc-batch-fill")
 
 
+# A forked child (a fork-based process pool) inherits the executor but not its thread: it makes its own.
+os.register_at_fork(after_in_child=_filler.cache_clear)
+
+
 def _per_input(value: Any, what: str, names: list[str], source: str) -> dict[str, Any]:
     """A per-input option: one value for every input, or a mapping input name -> value."""
     if not isinstance(value, Mapping):
