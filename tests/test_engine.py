@@ -196,7 +196,9 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
     file = uproot.open(path)
     n = file[tree].num_entries
     ranges = [(0, n // 2), (n // 2, n), (0, n // 2)]
-    for (start, stop), dataset in zip(ranges, ["a", "b", "b"], strict=True):
+    # the third partition repeats the first's entries for another dataset: its metadata and type are
+    # compared, its values are the first's
+    for i, ((start, stop), dataset) in enumerate(zip(ranges, ["a", "b", "b"], strict=True)):
         with warnings.catch_warnings():  # the files' dropped cross-references, uninterpretable branches
             warnings.simplefilter("ignore")
             metadata = {"dataset": dataset, "entrystart": start, "entrystop": stop}
@@ -213,6 +215,8 @@ def test_cached_schema_events_equal_from_root(request, sample, tree, schema):
         assert events.metadata == {**ref.metadata, "fileuuid": str(file.file.uuid)}  # as coffea's Runner
         assert (events.metadata["dataset"], events.metadata["entrystart"]) == (dataset, start)
         assert str(events.type) == str(ref.type)
+        if i == 2:
+            continue
         compared = 0
         for field in ref.fields:
             try:
