@@ -433,7 +433,6 @@ def interleaved(
 #: documented switch: an environment variable of the workers or a run option (README, "Worker tuning").
 SWITCHES = {
     "malloc tuning": {"env": {"DISTPROC_MALLOC_TUNING": "0"}},
-    "gc freeze": {"env": {"DISTPROC_GC_FREEZE": "0"}},
     "open-file reuse": {"run": {"open_files": 0}},
     "in-thread local reads": {"run": {"local_reads": "fsspec"}},
 }

@@ -76,25 +76,6 @@ def test_one_vs_many_partitions_and_workers(client, fileset, tmp_path):
     np.testing.assert_allclose(many["muon_pt"].variances(), one["muon_pt"].variances(), rtol=1e-12)
 
 
-def test_workers_freeze_their_long_lived_objects_once_and_the_caller_never(client, fileset, tmp_path):
-    """After a worker process's first partition, the objects it holds are moved out of the cyclic
-    collector's reach (``gc.freeze``, once per process); a run in the calling process leaves its
-    collector alone."""
-    import gc
-
-    proc = distproc.load_processor(f"{PROCS}:MuonPt")
-    mine = gc.get_freeze_count()
-    run(proc, fileset, tmp_path, cluster=client, chunksize=7)
-    frozen = client.run(gc.get_freeze_count)
-    assert len(frozen) == 2
-    assert all(n > 10_000 for n in frozen.values()), frozen  # modules, classes, the readers' objects
-    run(proc, fileset, tmp_path, cluster=client, chunksize=7)
-    again = client.run(gc.get_freeze_count)
-    assert all(again[w] <= frozen[w] for w in frozen), (frozen, again)  # not frozen again
-    run(proc, fileset, tmp_path, cluster="inline", chunksize=7)
-    assert gc.get_freeze_count() == mine
-
-
 def test_only_touched_branches_are_read(client, nano_dy, tmp_path):
     proc = distproc.load_processor(f"{PROCS}:MuonPt")
     result = run(proc, {"dy": [str(nano_dy)]}, tmp_path, cluster=client)

@@ -1,4 +1,4 @@
-"""Memory management in the workers: glibc's allocator and Python's cyclic garbage collector.
+"""glibc's allocator in the workers: the one place for distproc's malloc work-around.
 
 Awkward workloads allocate columns of a few MB per partition. Two glibc defaults made every one of them
 fresh pages from the kernel (about a quarter of a worker's CPU time was system time, benchmarks/README.md):
@@ -10,11 +10,6 @@ fresh pages from the kernel (about a quarter of a worker's CPU time was system t
 * allocations above ``M_MMAP_THRESHOLD`` (dynamically 128 KiB to 32 MiB) get new ``mmap`` pages:
   :func:`tune_malloc` raises it (and the trim threshold) in each worker process, also on clusters
   distproc did not start. ``DISTPROC_MALLOC_TUNING=0`` in the workers' environment turns that off.
-
-Python's cyclic garbage collector walks every object its oldest generation holds, about 150,000 in a
-worker once awkward, uproot, coffea and a processor are imported, each time it runs a full collection:
-a few ms per partition. :func:`freeze_long_lived` moves the objects alive after a worker's first
-partition out of its reach, once per worker process. ``DISTPROC_GC_FREEZE=0`` turns that off.
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ import functools
 import os
 import sys
 
-__all__ = ("NANNY_ENVIRON", "batch_worker_prologue", "freeze_long_lived", "tune_malloc", "worker_environ")
+__all__ = ("NANNY_ENVIRON", "batch_worker_prologue", "tune_malloc", "worker_environ")
 
 #: The environment variable distributed's nanny sets in its workers (and distproc removes).
 TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
@@ -98,34 +93,3 @@ def tune_malloc() -> None:
         return
     mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
     mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-
-
-@functools.cache
-def freeze_long_lived() -> None:
-    """Collect once, then freeze what is left (``gc.freeze``): once per worker process, after its first
-    partition, when the modules, the readers' and the processor's objects exist.
-
-    Frozen objects are still freed by reference counting; only garbage cycles among them are never
-    collected, so this is done once, and only in a Dask worker that has a process of its own (under a
-    nanny), never in a process that also runs the user's session. ``DISTPROC_GC_FREEZE=0`` in the workers'
-    environment turns it off.
-
-    Examples
-    --------
-    >>> from distproc.allocator import freeze_long_lived
-    >>> freeze_long_lived()  # outside a worker process: nothing
-    """
-    if os.environ.get("DISTPROC_GC_FREEZE", "1") == "0":
-        return
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):  # not in a Dask worker
-        return
-    if getattr(worker, "nanny", None) is None:  # a worker in another program's process
-        return
-    import gc
-
-    gc.collect()
-    gc.freeze()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distproc.allocator import freeze_long_lived, tune_malloc
+from distproc.allocator import tune_malloc
 from distproc.engine.killed import failure, intercept
 from distproc.engine.merge import add_outputs
 from distproc.engine.state import WORKER, active, close_quietly
@@ -147,7 +147,6 @@ def process_partition(
             kept = err if isinstance(err, DistprocError) else None  # comes back with its attributes
             return failure(table, i, exception, traceback.format_exc(), _worker_name(), kept)
     state.keep_file(part.file, file)
-    freeze_long_lived()
     stat = PartitionStat(
         index=i,
         dataset=part.dataset,
