@@ -107,7 +107,9 @@ class OnnxModel:
     fill_value : float
         Value of padded objects and of missing (``None``) feature values.
     batch_size : int
-        Rows per ``session.run`` call.
+        Rows per ``session.run`` call. On the CPU, where this process may use more CPUs than the
+        session's ``threads``, the next batch is laid out on a background thread while the session runs
+        the current one.
     outputs : str or list of str, optional
         Outputs to return. Default: every tensor output (sklearn's ZipMap outputs are skipped).
     squeeze : bool
