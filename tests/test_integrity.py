@@ -87,6 +87,35 @@ def test_file_replaced_between_preprocessing_and_processing_fails_its_partitions
     assert not result.report.stopped_early  # a changed file is not a processor's repeated failure
 
 
+def test_parquet_input_replaced_between_preprocessing_and_processing_fails_its_partitions(client, tmp_path):
+    """The same for Parquet input (a skim read back): the replaced file's partitions fail naming it and
+    its size and mtime; the other file's are kept."""
+    import awkward as ak
+
+    directory = tmp_path / "skim"
+    directory.mkdir()
+    for i in range(2):
+        ak.to_parquet(ak.Array({"x": np.arange(100.0) + i}), directory / f"part_{i}.parquet")
+    other = tmp_path / "other.parquet"
+    ak.to_parquet(ak.Array({"x": np.arange(80.0)}), other)
+    target = directory / "part_1.parquet"
+    before = target.stat().st_size
+    fileset = {"skim": [str(directory / "part_*.parquet")]}
+    with pytest.raises(
+        distproc.PartitionError, match=f"4 partitions failed with FileChangedError: {CHANGED}"
+    ) as info:
+        _run(client, fileset, tmp_path, replace=(str(other), str(target)), schema="base")
+    result = info.value.result
+    assert [(f.file, f.entry_start) for f in result.report.failures] == [
+        (str(target), a) for a in range(0, 100, 25)
+    ]
+    assert all(
+        f.exception.startswith(f"FileChangedError: {CHANGED}: {target} (size {before} -> ")
+        for f in result.report.failures
+    )
+    assert result.output["per_file"] == {"part_0.parquet": 100}
+
+
 @pytest.mark.parametrize("skip", [True, ["OSError"]], ids=["true", "by-type"])
 def test_changed_file_is_skipped_and_reported_with_skip_bad_files(client, inputs, tmp_path, skip):
     directory, other = inputs
