@@ -114,6 +114,11 @@ def test_parquet_input_replaced_between_preprocessing_and_processing_fails_its_p
         for f in result.report.failures
     )
     assert result.output["per_file"] == {"part_0.parquet": 100}
+    # a Parquet file has no tree: the messages do not name one
+    message = str(info.value).split("traceback of the failure:")[0]
+    assert "tree" not in message, message
+    assert "[Events]" not in message, message
+    assert result.report.failures[0].describe().startswith(f"skim: {target} entries 0-25: FileChangedError")
 
 
 @pytest.mark.parametrize("skip", [True, ["OSError"]], ids=["true", "by-type"])

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ("atomic_write", "is_remote")
+__all__ = ("atomic_write", "is_parquet", "is_remote", "where_in_file")
 
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
@@ -29,6 +29,28 @@ def is_remote(path: str | os.PathLike[str]) -> bool:
     """
     path = os.fspath(path)
     return "://" in path and not path.startswith("file://")
+
+
+def is_parquet(path: str) -> bool:
+    """True for a path or URL naming a Parquet file (``.parquet``, ``.parq``, ``.pq``).
+
+    Examples
+    --------
+    >>> is_parquet("skim/part-0.parquet"), is_parquet("root://host//dy.root")
+    (True, False)
+    """
+    return path.split("?", 1)[0].lower().endswith((".parquet", ".parq", ".pq"))
+
+
+def where_in_file(file: str, treename: str | None) -> str:
+    """``file [tree]`` for a ROOT file, the file alone for Parquet input (which has no tree).
+
+    Examples
+    --------
+    >>> where_in_file("dy.root", "Events"), where_in_file("skim/part-0.parquet", "Events")
+    ('dy.root [Events]', 'skim/part-0.parquet')
+    """
+    return file if treename is None or is_parquet(file) else f"{file} [{treename}]"
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+from distproc._paths import is_parquet
+
 __all__ = (
     "BackendUnavailableError",
     "BinningError",
@@ -138,7 +140,7 @@ class FilesetError(DistprocError, ValueError):
         parts = [message]
         if file is not None and file not in message:  # a message naming its file does not repeat it
             parts.append(f"in file {file}")
-        if treename is not None:
+        if treename is not None and not (file is not None and is_parquet(file)):  # Parquet has no tree
             parts.append(f"tree {treename!r}")
         if dataset is not None:
             parts.append(f"of dataset {dataset!r}")
@@ -197,8 +199,9 @@ class PartitionError(DistprocError, RuntimeError):
         self.result = result
         self.report = getattr(result, "report", None)
         shown = f"\ntraceback of the failure:\n{traceback.rstrip()}" if traceback else ""
+        tree = "" if is_parquet(file) else f" of tree {treename!r}"  # Parquet input has no tree
         super().__init__(
-            f"{message}\n    in partition entries {entry_start}-{entry_stop} of tree {treename!r}"
+            f"{message}\n    in partition entries {entry_start}-{entry_stop}{tree}"
             f"\n    in file {file}\n    of dataset {dataset!r}{shown}"
         )
 

@@ -12,14 +12,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from distproc._paths import is_parquet
 from distproc.exceptions import ReadError
 
 __all__ = ("ParquetInput", "count_rows", "is_parquet", "open_parquet", "parquet_events")
-
-
-def is_parquet(path: str) -> bool:
-    """True for a path or URL naming a Parquet file (``.parquet``, ``.parq``, ``.pq``)."""
-    return path.split("?", 1)[0].lower().endswith((".parquet", ".parq", ".pq"))
 
 
 class _CountingFile(io.FileIO):

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from distproc._paths import where_in_file
+
 if TYPE_CHECKING:
     from distproc.exceptions import DistprocError
 
@@ -43,10 +45,8 @@ class PartitionFailure:
 
     def describe(self) -> str:
         """One line naming the partition and the exception."""
-        return (
-            f"{self.dataset}: {self.file} [{self.treename}] entries {self.entry_start}-{self.entry_stop}: "
-            f"{self.exception}"
-        )
+        where = where_in_file(self.file, self.treename)
+        return f"{self.dataset}: {where} entries {self.entry_start}-{self.entry_stop}: {self.exception}"
 
 
 @dataclass(frozen=True)

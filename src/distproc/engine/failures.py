@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from distproc._paths import where_in_file
 from distproc.exceptions import ChecksumError, FileChangedError, PartitionError
 from distproc.report import PartitionFailure
 
@@ -44,7 +45,7 @@ class FailureGroup:
         first = self.first
         what = "1 partition" if self.count == 1 else f"{self.count} partitions"
         return (
-            f"{what} failed with {self.exception} — first: {first.file} [{first.treename}], "
+            f"{what} failed with {self.exception} — first: {where_in_file(first.file, first.treename)}, "
             f"entries {first.entry_start}-{first.entry_stop} (dataset {first.dataset!r})"
         )
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError
 from typing import Any
 
+from distproc._paths import where_in_file
 from distproc.cluster import open_client
 from distproc.columns import check_writers_bound
 from distproc.config import resolve_run_options
@@ -440,7 +441,8 @@ _RESULT_OPTIONS = ("schema", "chunksize", "mode")
 
 def _label(part: Any) -> str:
     """A partition as the report names it: dataset, file, tree and entry range."""
-    return f"{part.dataset}: {part.file} [{part.treename}] entries {part.entry_start}-{part.entry_stop}"
+    where = where_in_file(part.file, part.treename)
+    return f"{part.dataset}: {where} entries {part.entry_start}-{part.entry_stop}"
 
 
 def _stopped(err: BaseException, checkpoint: str | os.PathLike[str] | None) -> str:
