@@ -79,13 +79,17 @@ __all__ = (
 )
 
 
-#: ``(script, action...)`` of the installs each service fixture needs, for the head start.
+#: Local names of the test images (podman's local storage; nothing is pushed anywhere).
+BASE_IMAGE = "localhost/distproc-test-base:debian"
+WORKER_IMAGE = "localhost/distproc-test-worker:latest"
+
+#: ``(script, action...)`` of the installs each service fixture needs, for the head start
+#: (``torque_commands`` uses ``slurm_cluster``'s).
 _INSTALLS: dict[str, list[tuple[str, ...]]] = {
     "slurm_cluster": [("slurm.sh", "install")],
-    "torque_commands": [("slurm.sh", "install")],
     "sge_cluster": [("sge.sh", "install")],
     "xrootd_server": [("xrootd.sh", "install")],
-    "worker_image": [("image.sh", "install"), ("image.sh", "base", "localhost/distproc-test-base:debian")],
+    "worker_image": [("image.sh", "install"), ("image.sh", "base", BASE_IMAGE)],
 }
 _head_start: subprocess.Popen[bytes] | None = None
 
@@ -184,7 +188,6 @@ def torque_commands(slurm_cluster: Slurm) -> Iterator[Path]:
 
     Not for the session: the wrappers' ``qsub``/``qstat`` would shadow Grid Engine's in the ``sge`` tests.
     """
-    _after_head_start()
     directory = Path(tempfile.mkdtemp(prefix="distproc-torque-"))
     try:
         bin_dir = install_torque_wrappers(directory)
@@ -239,11 +242,6 @@ class WorkerImage:
     name: str
     base: str
     wheels: Path
-
-
-#: Local names of the test images (podman's local storage; nothing is pushed anywhere).
-BASE_IMAGE = _INSTALLS["worker_image"][1][2]
-WORKER_IMAGE = "localhost/distproc-test-worker:latest"
 
 
 @pytest.fixture(scope="session")
