@@ -18,6 +18,7 @@ __all__ = (
     "CHECKED_WITH",
     "awkward_error_context",
     "forget_gateway_loop",
+    "is_dask_awkward_where",
     "retry_erred",
     "schema_with_form",
     "send_graph",
@@ -32,6 +33,7 @@ CHECKED_WITH = {
     "coffea": "2026.9.0",
     "awkward": "2.14.0",
     "dask-gateway": "2026.3.0",
+    "dask-awkward": "2026.2.1",
 }
 
 
@@ -83,6 +85,20 @@ def task_ref(key: Any) -> Any:
     except ImportError:
         return key
     return TaskRef(key)
+
+
+def is_dask_awkward_where(func: Any) -> bool:
+    """Whether *func* is the callable of a dask-awkward graph node for ``ak.where`` on dask arrays.
+
+    Private: ``dask_awkward.lib.structure._WhereFn`` (called ``(condition, x, y)``; its ``highlevel``
+    attribute is read). Dask mode evaluates such nodes with :class:`distproc.engine.flat_where.FlatWhere`.
+    Without it, False: every node runs as dask-awkward wrote it.
+    """
+    try:
+        from dask_awkward.lib.structure import _WhereFn
+    except ImportError:
+        return False
+    return isinstance(func, _WhereFn)
 
 
 def tree_base_form(tree: Any) -> dict[str, Any]:

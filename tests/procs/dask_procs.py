@@ -20,7 +20,7 @@ class MuonCutflow(processor.ProcessorABC):
         if dataset == self.fail_dataset:
             raise ValueError(f"deliberate failure in {dataset}")
         muons = events.Muon[events.Muon.pt > 5]
-        weight = muons.pt * 0 + events.genWeight
+        weight = ak.where(muons.pt > 20, 1.0, 0.9) * (muons.pt * 0 + events.genWeight)  # a scale factor
         h = hda.Hist.new.StrCat([], growth=True, name="dataset").Reg(20, 0, 200, name="pt").Weight()
         h.fill(dataset=dataset, pt=dak.flatten(muons.pt), weight=dak.flatten(weight))
         two = ak.num(muons, axis=1) >= 2

@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from distproc._compat import is_dask_awkward_where
+from distproc.engine.flat_where import FlatWhere
 from distproc.engine.state import current_state
 from distproc.exceptions import DaskModeError
 
@@ -210,6 +212,15 @@ def _in_memory_histogram(values: list[Any], cls: type) -> Any:
     return out
 
 
+def _evaluated(node: Any) -> Any:
+    """*node* as a partition evaluates it: an ``ak.where`` node with :class:`FlatWhere`, any other as is."""
+    from dask._task_spec import Task
+
+    if isinstance(node, Task) and is_dask_awkward_where(node.func):
+        return Task(node.key, FlatWhere(node.func), *node.args, **node.kwargs)
+    return node
+
+
 def _execution_plan(
     collections: list[Any], keys: list[Any], input_key: Any
 ) -> tuple[list[Any], list[Any], dict[Any, int]]:
@@ -235,7 +246,7 @@ def _execution_plan(
     for node in sorted(needed.values(), key=lambda node: priority[node.key]):
         if node.key in varying or not varying.isdisjoint(node.dependencies):
             varying.add(node.key)
-            per_partition.append(node)
+            per_partition.append(_evaluated(node))
         else:
             shared.append(node)
     users: dict[Any, int] = dict.fromkeys(varying, 0)

@@ -1,0 +1,129 @@
+"""``ak.where`` on flat buffers, for dask mode's evaluation of a traced graph.
+
+awkward evaluates ``ak.where(condition, x, y)`` by building a union of *x* and *y* and simplifying it
+(concatenating the two and gathering the result back from the concatenation): on one 100 000-event
+partition's jet pT that is 17 ms where ``numpy.where`` over the same values takes 1.7 ms. When the condition
+and every array operand are lists of one structure (equal offsets at every depth) around plain numbers
+(or booleans),
+the result is ``numpy.where`` over the leaf buffers with that structure around it, value for value what
+awkward computes. :class:`FlatWhere` evaluates such a call that way and any other call with ``ak.where``
+itself; its result's type (form, parameters, behavior and attributes) is the one awkward gives for the same
+operands, computed on empty slices of them, or it is not used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+__all__ = ("FlatWhere",)
+
+_NUMBER_KINDS = frozenset("iuf")
+
+
+def _scalar(value: Any) -> np.ndarray | None:
+    """*value* as a 0-d array when it is a plain number or boolean (what ``ak.where`` repeats)."""
+    if isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating):
+        return np.asarray(value)
+    return None
+
+
+_LIST_FORMS = (ak.forms.ListOffsetForm, ak.forms.ListForm)
+
+
+def _lists(array: ak.Array) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """The offsets of every list depth of *array* (each starting at zero) and its leaf values, when it is
+    only variable-length lists (and indexed, not optional, values) around one-dimensional numbers; else None.
+    Its form is looked at first: nothing else (a record's other fields) is read."""
+    if array.layout.backend.name != "cpu":
+        return None
+    form = array.layout.form
+    while isinstance(form, (*_LIST_FORMS, ak.forms.IndexedForm)) and form.parameter("__array__") is None:
+        form = form.content
+    if not isinstance(form, ak.forms.NumpyForm) or form.inner_shape or form.parameter("__array__"):
+        return None
+    layout = ak.materialize(array, highlevel=False)
+    offsets: list[np.ndarray] = []
+    while not isinstance(layout, ak.contents.NumpyArray):
+        if isinstance(layout, ak.contents.IndexedArray):
+            layout = layout.project()
+            continue
+        layout = layout.to_ListOffsetArray64(start_at_zero=True)
+        offsets.append(np.asarray(layout.offsets.data))
+        layout = layout.content[: int(offsets[-1][-1])]
+    return offsets, np.asarray(layout.data)
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(x is y or np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _rebuild(
+    offsets: list[np.ndarray], values: np.ndarray, form: ak.forms.Form
+) -> ak.contents.Content | None:
+    """*values* inside the lists of *offsets*, with the parameters of *form*; None when *form* is not as many
+    ``ListOffsetForm`` around a ``NumpyForm``."""
+    forms = []
+    for _ in offsets:
+        if not isinstance(form, ak.forms.ListOffsetForm):
+            return None
+        forms.append(form)
+        form = form.content
+    if not isinstance(form, ak.forms.NumpyForm):
+        return None
+    layout: ak.contents.Content = ak.contents.NumpyArray(values, parameters=form.parameters)
+    for offs, list_form in zip(reversed(offsets), reversed(forms), strict=True):
+        layout = ak.contents.ListOffsetArray(ak.index.Index64(offs), layout, parameters=list_form.parameters)
+    return layout
+
+
+class FlatWhere:
+    """Evaluates a dask-awkward ``ak.where`` graph node (*where*, dask-awkward's callable with the call's
+    ``mergebool``, ``behavior`` and ``attrs``) with ``numpy.where`` where the operands allow it.
+
+    >>> import awkward as ak
+    >>> from dask_awkward.lib.structure import _WhereFn
+    >>> pt = ak.Array([[20.0, 60.0], [], [80.0]])
+    >>> FlatWhere(_WhereFn())(pt > 50, 0.9, pt * 0 + 1).tolist()
+    [[1.0, 0.9], [], [0.9]]
+    """
+
+    def __init__(self, where: Any) -> None:
+        self.where = where
+
+    def __call__(self, condition: Any, x: Any, y: Any) -> Any:
+        out = self._flat(condition, x, y) if self.where.highlevel else None
+        return self.where(condition, x, y) if out is None else out
+
+    def _flat(self, condition: Any, x: Any, y: Any) -> ak.Array | None:
+        if not isinstance(condition, ak.Array):
+            return None
+        parsed = _lists(condition)
+        if parsed is None or parsed[1].dtype != np.bool_:
+            return None
+        structure, mask = parsed
+        leaves = []
+        for operand in (x, y):
+            if isinstance(operand, ak.Array):
+                parsed = _lists(operand)
+                if parsed is None or len(parsed[1]) != len(mask) or not _same(structure, parsed[0]):
+                    return None
+                leaves.append(parsed[1])
+            else:
+                scalar = _scalar(operand)
+                if scalar is None:
+                    return None
+                leaves.append(scalar)
+        kinds = {leaf.dtype.kind for leaf in leaves}
+        if not (kinds <= _NUMBER_KINDS or kinds == {"b"}):
+            return None
+        dtype = np.result_type(*(leaf.dtype for leaf in leaves))
+        empty = self.where(condition[:0], *(op[:0] if isinstance(op, ak.Array) else op for op in (x, y)))
+        form = empty.layout.form
+        values = np.where(mask, *(leaf.astype(dtype, copy=False) for leaf in leaves))
+        layout = _rebuild(structure, values, form)
+        if layout is None or not layout.form.is_equal_to(form, all_parameters=True):
+            return None
+        return ak.Array(layout, behavior=empty.behavior, attrs=empty.attrs)
