@@ -2,13 +2,12 @@
 
 awkward evaluates ``ak.where(condition, x, y)`` by building a union of *x* and *y* and simplifying it
 (concatenating the two and gathering the result back from the concatenation): on one 100 000-event
-partition's jet pT that is 17 ms where ``numpy.where`` over the same values takes 1.7 ms. When the condition
-and every array operand are lists of one structure (equal offsets at every depth) around plain numbers
-(or booleans),
-the result is ``numpy.where`` over the leaf buffers with that structure around it, value for value what
-awkward computes. :class:`FlatWhere` evaluates such a call that way and any other call with ``ak.where``
-itself; its result's type (form, parameters, behavior and attributes) is the one awkward gives for the same
-operands, computed on empty slices of them, or it is not used.
+partition's jet pT that is 15 ms where ``numpy.where`` over the same values takes 1.7 ms. When the
+condition and every array operand are lists of one structure (equal offsets at every depth) around plain
+numbers (or booleans), the result is ``numpy.where`` over the leaf buffers with that structure around it,
+value for value what awkward computes. :class:`FlatWhere` evaluates such a call that way and any other call
+with ``ak.where`` itself; its result's type (form, parameters, behavior and attributes) is the one awkward
+gives for the same operands, computed on empty slices of them, or it is not used.
 """
 
 from __future__ import annotations
