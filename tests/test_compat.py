@@ -114,3 +114,16 @@ def test_forget_gateway_loop():
     _compat.forget_gateway_loop(gateway)
     assert not hasattr(gateway, "_loop_runner")
     _compat.forget_gateway_loop(gateway)  # twice: nothing left to forget
+
+
+def test_is_dask_awkward_where_finds_where_nodes_only():
+    import dask_awkward as dak
+    from dask._task_spec import convert_legacy_graph
+    from dask.base import collections_to_dsk
+
+    pt = dak.from_awkward(ak.Array([[31.0, 62.5], [], [48.0]]), npartitions=1)
+    out = ak.where(pt > 50, 0.9, pt * 2)
+    graph = convert_legacy_graph(dict(collections_to_dsk([out], optimize_graph=False)))
+    found = {key[0].split("-")[0] for key, node in graph.items() if _compat.is_dask_awkward_where(node.func)}
+    assert found == {"where"}
+    assert graph[(out.name, 0)].func.highlevel  # the attribute FlatWhere reads
