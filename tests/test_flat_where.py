@@ -58,6 +58,10 @@ TAKEN = {
         ak.Array(ak.with_parameter(PT, "__list__", "pts"), behavior=BEHAVIOR, attrs={"sample": "tt"}),
         0.0,
     ),
+    "per-event-value-into-lists": lambda: (PT > 50, ak.Array([1.0, 2.0, 3.0, 4.0, 5.0]), 0.0),
+    "per-event-sliced-into-sliced-lists": lambda: (PT[1:4] > 50, ak.Array(np.arange(10.0))[5:8], PT[1:4]),
+    "lists-into-nested-lists": lambda: (NESTED > 2, ak.Array([[10.0, 20.0], [], [30.0, 40.0]]), NESTED),
+    "per-event-into-nested-lists": lambda: (NESTED > 2, ak.Array([7, 8, 9]), -1),
     "content-parameters": lambda: (
         PT > 50,
         ak.with_parameter(PT * 1, "__doc__", "jet pT", highlevel=True),
@@ -91,7 +95,16 @@ NOT_TAKEN = {
         ak.Array([{"a": 1}, {"a": 2}]),
         ak.Array([{"a": 3}, {"a": 4}]),
     ),
-    "per-event-into-lists": lambda: (PT > 50, ak.Array([1.0, 2.0, 3.0, 4.0, 5.0]), 0.0),
+    # awkward chooses whole lists here and gives a ListArray: the type check turns the flat result down
+    "per-event-condition-choosing-lists": lambda: (ak.Array([True, False, True, True, False]), PT, COUNTS),
+    "per-event-of-another-length": lambda: (PT > 50, ak.Array([1.0, 2.0, 3.0]), 0.0),
+    "flat-of-another-length": lambda: (ak.Array([True, False]), ak.Array([1.0, 2.0, 3.0]), 0.0),
+    "flat-of-length-one": lambda: (ak.Array([True, False]), ak.Array([1.0]), 0.0),
+    "lists-of-other-outer-lists": lambda: (
+        NESTED > 2,
+        ak.Array([[10.0], [], [30.0, 40.0]]),  # each event's sublist count differs from NESTED's
+        0.0,
+    ),
     "regular-lists": lambda: (
         ak.to_regular(ak.Array([[True, False], [False, True]])),
         ak.to_regular(ak.Array([[1.0, 2.0], [3.0, 4.0]])),
