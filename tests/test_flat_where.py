@@ -168,7 +168,11 @@ def test_nanoevents_columns_and_only_those_are_read(tmp_path):
         ).events()
     jets = events.Jet[events.Jet.eta < 2]
     flat = FlatWhere(_WhereFn())
-    for condition, x, y in [(jets.pt > 60, 0.9, jets.pt * 0 + 1), (events.Jet.pt >= 30, events.Jet.pt, 0.0)]:
+    for condition, x, y in [
+        (jets.pt > 60, 0.9, jets.pt * 0 + 1),
+        (events.Jet.pt >= 30, events.Jet.pt, 0.0),
+        (events.Jet.pt > 30, events.genWeight, 0),  # a per-event weight into the jets
+    ]:
         assert flat._flat(condition, x, y) is not None
         assert_identical(flat(condition, x, y), ak.where(condition, x, y))
     for field in ("mass", "phi", "btagCSVV2"):
