@@ -58,6 +58,7 @@ TAKEN = {
         ak.Array(ak.with_parameter(PT, "__list__", "pts"), behavior=BEHAVIOR, attrs={"sample": "tt"}),
         0.0,
     ),
+    "empty-partition": lambda: (PT[:0] > 50, ak.Array(np.zeros(0)), PT[:0]),
     "per-event-value-into-lists": lambda: (PT > 50, ak.Array([1.0, 2.0, 3.0, 4.0, 5.0]), 0.0),
     "per-event-sliced-into-sliced-lists": lambda: (PT[1:4] > 50, ak.Array(np.arange(10.0))[5:8], PT[1:4]),
     "lists-into-nested-lists": lambda: (NESTED > 2, ak.Array([[10.0, 20.0], [], [30.0, 40.0]]), NESTED),
