@@ -59,6 +59,18 @@ def _run(client: Any, fileset: Any, tmp_path: Path, **options: Any) -> distproc.
     )
 
 
+def _replaced_run(
+    client: Any, fileset: Any, tmp_path: Path, other: Path, target: Path, **options: Any
+) -> Any:
+    """A run whose processor moves *other* over *target* after preprocessing: the PartitionError of the
+    replaced file's four partitions."""
+    with pytest.raises(
+        distproc.PartitionError, match=f"4 partitions failed with FileChangedError: {CHANGED}"
+    ) as info:
+        _run(client, fileset, tmp_path, replace=(str(other), str(target)), **options)
+    return info.value
+
+
 def test_file_replaced_between_preprocessing_and_processing_fails_its_partitions(client, inputs, tmp_path):
     """The issue's table row: today the replaced file's partitions read the new content unflagged and the
     report counts the planned events; now they fail naming the file and what differs, the others are
@@ -67,11 +79,7 @@ def test_file_replaced_between_preprocessing_and_processing_fails_its_partitions
     target = directory / "dy_1.root"
     before = target.stat().st_size
     fileset = {"dy": [str(directory / "dy_*.root")]}
-    with pytest.raises(
-        distproc.PartitionError, match=f"4 partitions failed with FileChangedError: {CHANGED}"
-    ) as info:
-        _run(client, fileset, tmp_path, replace=(str(other), str(target)))
-    result = info.value.result
+    result = _replaced_run(client, fileset, tmp_path, other, target).result
 
     assert not other.exists()  # the processor's hook moved it over dy_1.root (after preprocessing)
     failures = result.report.failures
@@ -101,11 +109,8 @@ def test_parquet_input_replaced_between_preprocessing_and_processing_fails_its_p
     target = directory / "part_1.parquet"
     before = target.stat().st_size
     fileset = {"skim": [str(directory / "part_*.parquet")]}
-    with pytest.raises(
-        distproc.PartitionError, match=f"4 partitions failed with FileChangedError: {CHANGED}"
-    ) as info:
-        _run(client, fileset, tmp_path, replace=(str(other), str(target)), schema="base")
-    result = info.value.result
+    error = _replaced_run(client, fileset, tmp_path, other, target, schema="base")
+    result = error.result
     assert [(f.file, f.entry_start) for f in result.report.failures] == [
         (str(target), a) for a in range(0, 100, 25)
     ]
@@ -115,7 +120,7 @@ def test_parquet_input_replaced_between_preprocessing_and_processing_fails_its_p
     )
     assert result.output["per_file"] == {"part_0.parquet": 100}
     # a Parquet file has no tree: the messages do not name one
-    message = str(info.value).split("traceback of the failure:")[0]
+    message = str(error).split("traceback of the failure:")[0]
     assert "tree" not in message, message
     assert "[Events]" not in message, message
     assert result.report.failures[0].describe().startswith(f"skim: {target} entries 0-25: FileChangedError")

@@ -22,16 +22,8 @@ import numpy as np
 __all__ = ("FlatWhere",)
 
 _NUMBER_KINDS = frozenset("iuf")
-
-
-def _scalar(value: Any) -> np.ndarray | None:
-    """*value* as a 0-d array when it is a plain number or boolean (what ``ak.where`` repeats)."""
-    if isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating):
-        return np.asarray(value)
-    return None
-
-
-_LIST_FORMS = (ak.forms.ListOffsetForm, ak.forms.ListForm)
+#: The layouts :func:`_lists` looks through to the numbers: variable-length lists and indexed values.
+_THROUGH = (ak.forms.ListOffsetForm, ak.forms.ListForm, ak.forms.IndexedForm)
 
 
 def _lists(array: ak.Array) -> tuple[list[np.ndarray], np.ndarray] | None:
@@ -41,7 +33,7 @@ def _lists(array: ak.Array) -> tuple[list[np.ndarray], np.ndarray] | None:
     if array.layout.backend.name != "cpu":
         return None
     form = array.layout.form
-    while isinstance(form, (*_LIST_FORMS, ak.forms.IndexedForm)) and form.parameter("__array__") is None:
+    while isinstance(form, _THROUGH) and form.parameter("__array__") is None:
         form = form.content
     if not isinstance(form, ak.forms.NumpyForm) or form.inner_shape or form.parameter("__array__"):
         return None
@@ -55,6 +47,16 @@ def _lists(array: ak.Array) -> tuple[list[np.ndarray], np.ndarray] | None:
         offsets.append(np.asarray(layout.offsets.data))
         layout = layout.content[: int(offsets[-1][-1])]
     return offsets, np.asarray(layout.data)
+
+
+def _operand(value: Any) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """:func:`_lists` of an array operand; a plain number or boolean (what ``ak.where`` repeats) as no lists
+    around a 0-d array; None for anything else."""
+    if isinstance(value, ak.Array):
+        return _lists(value)
+    if isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating):
+        return [], np.asarray(value)
+    return None
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -120,12 +122,9 @@ class FlatWhere:
         operands = (condition, x, y)
         if not isinstance(condition, ak.Array):
             return None
-        parsed = []
-        for operand in operands:
-            found = _lists(operand) if isinstance(operand, ak.Array) else _scalar(operand)
-            if found is None:
-                return None
-            parsed.append(found if isinstance(operand, ak.Array) else ([], found))
+        parsed = [_operand(operand) for operand in operands]
+        if any(found is None for found in parsed):
+            return None
         (_, mask), *values = parsed
         kinds = {leaf.dtype.kind for _, leaf in values}
         if mask.dtype != np.bool_ or not (kinds <= _NUMBER_KINDS or kinds == {"b"}):
