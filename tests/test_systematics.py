@@ -823,6 +823,7 @@ def test_public_api_is_pinned_and_examples_run(monkeypatch: pytest.MonkeyPatch) 
     modules = [
         "",
         "._arrays",
+        ".apply",
         ".binned",
         ".correction",
         ".merge",

@@ -33,17 +33,28 @@ The result is what ``coffea.dataset_tools.apply_to_fileset`` + ``dask.compute`` 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import operator
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from distproc._compat import is_dask_awkward_where
+from distproc.engine.dask_output import (
+    ADD,
+    PARTS,
+    REDUCE,
+    DaskOutput,
+    DatasetResult,
+    Leaf,
+    LeafSpec,
+    flatten,
+    is_collection,
+    path_str,
+    unflatten,
+)
 from distproc.engine.flat_where import FlatWhere
 from distproc.engine.state import current_state
 from distproc.exceptions import DaskModeError
@@ -53,72 +64,6 @@ __all__ = ("DaskModeProcessor",)
 #: ``events.metadata`` keys the engine adds per partition; a dask-mode trace sees the dataset's metadata
 #: only (what coffea's ``apply_to_fileset`` gives), so these are removed before tracing.
 _PARTITION_KEYS = ("filename", "treename", "entrystart", "entrystop", "fileuuid")
-
-#: Kinds of output leaves (see the module docstring).
-_REDUCE, _ADD, _PARTS = "reduce", "add", "partitions"
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    """Placeholder for the *index*-th dask collection in a traced output's structure."""
-
-    index: int
-
-
-@dataclass(frozen=True)
-class _LeafSpec:
-    """How one output leaf is computed per partition and combined: picklable, a few hundred bytes."""
-
-    path: str
-    kind: str
-    #: ``(concat, tree_node, finalize)`` of a dask-awkward reduction (:data:`_REDUCE` leaves).
-    combine: tuple[Callable[..., Any], ...] = ()
-    #: The collection's ``__dask_postcompute__`` ``(function, args)``, applied once at the end.
-    post: tuple[Callable[..., Any], tuple[Any, ...]] = (operator.itemgetter(0), ())
-
-
-def _path_str(path: tuple[Any, ...]) -> str:
-    return "output" + "".join(f"[{p!r}]" for p in path)
-
-
-def _is_collection(obj: Any) -> bool:
-    """Whether *obj* is a dask collection, by its type: a ``hist.dask`` histogram with fills staged from
-    concrete arrays raises when asked for its graph (what ``dask.is_dask_collection`` does)."""
-    return callable(getattr(type(obj), "__dask_graph__", None))
-
-
-def _flatten(obj: Any, path: tuple[Any, ...], leaves: list[tuple[str, Any]]) -> Any:
-    """*obj* with every dask collection replaced by a :class:`_Leaf`; the collections go to *leaves*."""
-    if _is_collection(obj):
-        leaves.append((_path_str(path), obj))
-        return _Leaf(len(leaves) - 1)
-    if isinstance(obj, Mapping):
-        out = {k: _flatten(v, (*path, k), leaves) for k, v in obj.items()}
-        if type(obj) is dict:
-            return out
-        copied = obj.copy() if hasattr(obj, "copy") else dict(obj)
-        copied.update(out)
-        return copied
-    if isinstance(obj, (list, tuple)):
-        items = [_flatten(v, (*path, i), leaves) for i, v in enumerate(obj)]
-        return tuple(items) if isinstance(obj, tuple) else items
-    return obj
-
-
-def _unflatten(obj: Any, values: list[Any]) -> Any:
-    """Inverse of :func:`_flatten`: the structure with each :class:`_Leaf` replaced by its value."""
-    if isinstance(obj, _Leaf):
-        return values[obj.index]
-    if isinstance(obj, Mapping):
-        copied = obj.copy() if hasattr(obj, "copy") else dict(obj)
-        for k, v in obj.items():
-            copied[k] = _unflatten(v, values)
-        return copied
-    if isinstance(obj, list):
-        return [_unflatten(v, values) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_unflatten(v, values) for v in obj)
-    return obj
 
 
 class _BoundEvents:
@@ -136,7 +81,7 @@ class _BoundEvents:
         return self.local.events
 
 
-def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any]:
+def _classify(path: str, leaf: Any, input_name: str) -> tuple[LeafSpec, Any]:
     """How output *leaf* is evaluated: ``(spec, the graph key to compute per partition)``.
 
     Raises :class:`DaskModeError` when the leaf's graph combines partitions other than in its final step,
@@ -167,18 +112,18 @@ def _classify(path: str, leaf: Any, input_name: str) -> tuple[_LeafSpec, Any]:
     if isinstance(final, AwkwardTreeReductionLayer):
         if type(final).__module__.startswith("dask_histogram"):  # fills of hist.dask: added
             post = (_in_memory_histogram, (leaf._in_memory_type,))
-            return _LeafSpec(path, _ADD, post=post), (final_name, 0)
+            return LeafSpec(path, ADD, post=post), (final_name, 0)
         combine = (final.concat_func, final.tree_node_func, final.finalize_func)
-        return _LeafSpec(path, _REDUCE, combine=combine, post=post), (final.name_input, 0)
+        return LeafSpec(path, REDUCE, combine=combine, post=post), (final.name_input, 0)
     if isinstance(final, (AwkwardBlockwiseLayer, Blockwise)) and getattr(leaf, "npartitions", 0) == 1:
-        return _LeafSpec(path, _PARTS, post=post), (final_name, 0)
+        return LeafSpec(path, PARTS, post=post), (final_name, 0)
     from dask_awkward.lib.structure import _numaxis0
 
     tasks = list(dict(final).values())
     task = tasks[0] if len(tasks) == 1 else None
     func = task[0] if isinstance(task, tuple) and task else getattr(task, "func", None)
     if func is _numaxis0:  # ak.num(events, axis=0): the partitions' counts, summed
-        return _LeafSpec(path, _ADD, post=post), (final_name, 0)
+        return LeafSpec(path, ADD, post=post), (final_name, 0)
     msg = (
         f"{path} ends in step {final_name!r} ({type(final).__name__}), which combines partitions in a "
         "way distproc's dask mode cannot split; supported outputs are dask_awkward arrays, "
@@ -261,7 +206,7 @@ class _Traced:
     """A processor's graph for one dataset and file form, and how to evaluate it on a partition."""
 
     structure: Any
-    specs: tuple[_LeafSpec, ...]
+    specs: tuple[LeafSpec, ...]
     keys: list[Any]
     #: The nodes that do not depend on the events (``dask.delayed`` values), computed once.
     shared: list[Any]
@@ -300,7 +245,7 @@ class _Traced:
         finally:
             self.source.local.events = None
         pairs = zip(self.keys, self.specs, strict=True)
-        return [[cache[key]] if spec.kind == _PARTS else cache[key] for key, spec in pairs]
+        return [[cache[key]] if spec.kind == PARTS else cache[key] for key, spec in pairs]
 
 
 def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
@@ -314,7 +259,7 @@ def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
     events._meta.attrs["@original_array"] = events  # what coffea's dask-mode factory sets
     output = process(events)
     leaves: list[tuple[str, Any]] = []
-    structure = _flatten(output, (), leaves)
+    structure = flatten(output, (), leaves)
     input_name = events.name
     specs, keys, collections = [], [], []
     constants = {}
@@ -329,118 +274,12 @@ def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
     if constants:
         computed = dict(zip(constants, dask.compute(*constants.values(), scheduler="sync"), strict=True))
         index = iter(range(len(specs)))
-        renumber = [computed[i] if i in computed else _Leaf(next(index)) for i in range(len(leaves))]
-        structure = _unflatten(structure, renumber)
+        renumber = [computed[i] if i in computed else Leaf(next(index)) for i in range(len(leaves))]
+        structure = unflatten(structure, renumber)
     shared, nodes, users = (
         _execution_plan(collections, keys, (input_name, 0)) if collections else ([], [], {})
     )
     return _Traced(structure, tuple(specs), keys, shared, nodes, users, source)
-
-
-@dataclass
-class _DatasetResult:
-    """One dataset's outputs so far: the output structure, its leaves' specs and combined values."""
-
-    structure: Any
-    specs: tuple[_LeafSpec, ...]
-    values: list[Any]
-    partitions: list[str]
-
-    def __add__(self, other: _DatasetResult) -> _DatasetResult:
-        """Both outputs combined, as dask combines partitions; neither operand changes.
-
-        Raises :class:`DaskModeError` when the processor gave the two differently structured outputs
-        (another file form); the engine then reports the dataset's output as not addable.
-        """
-        if not isinstance(other, _DatasetResult):
-            return NotImplemented
-        if [(s.path, s.kind) for s in self.specs] != [(s.path, s.kind) for s in other.specs]:
-            msg = (
-                f"the processor returned differently structured outputs for partitions "
-                f"{_few(self.partitions)} and {_few(other.partitions)} (outputs "
-                f"{[s.path for s in self.specs]} vs {[s.path for s in other.specs]}); they cannot be combined"
-            )
-            raise DaskModeError(msg)
-        triples = zip(self.specs, self.values, other.values, strict=True)
-        values = [_combine(spec, a, b) for spec, a, b in triples]
-        return _DatasetResult(self.structure, self.specs, values, [*self.partitions, *other.partitions])
-
-
-def _combine(spec: _LeafSpec, a: Any, b: Any) -> Any:
-    if spec.kind == _REDUCE:
-        concat, tree_node, _ = spec.combine
-        return tree_node(concat([a, b]))
-    return operator.add(a, b)  # histograms and counts added; partition lists concatenated
-
-
-def _finish(spec: _LeafSpec, value: Any) -> Any:
-    """The leaf's computed value, as ``dask.compute`` gives it, from its combined partition values."""
-    if spec.kind == _REDUCE:
-        concat, _, finalize = spec.combine
-        value = [finalize(concat([value]))]
-    elif spec.kind == _ADD:
-        value = [value]
-    function, args = spec.post
-    return function(value, *args)
-
-
-class DaskOutput(MutableMapping):
-    """The addable per-partition output of a :class:`DaskModeProcessor`: ``{dataset: results}``.
-
-    Adding two combines each dataset's outputs as dask would combine their partitions; adding never
-    mutates an operand except in ``+=``. :meth:`result` gives what ``dask.compute`` would give. A
-    mapping of datasets, so that a dataset whose outputs cannot be added is the only one the engine
-    reports and leaves out (:mod:`distproc.engine.merge`); the other datasets are still returned.
-    """
-
-    def __init__(self, datasets: dict[str, Any]) -> None:
-        self.datasets = datasets
-
-    def __getitem__(self, name: str) -> Any:
-        return self.datasets[name]
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        self.datasets[name] = value
-
-    def __delitem__(self, name: str) -> None:
-        del self.datasets[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.datasets)
-
-    def __len__(self) -> int:
-        return len(self.datasets)
-
-    def __copy__(self) -> DaskOutput:
-        return DaskOutput(dict(self.datasets))
-
-    def __add__(self, other: DaskOutput) -> DaskOutput:
-        out = copy.copy(self)
-        out += other
-        return out
-
-    def __iadd__(self, other: DaskOutput) -> DaskOutput:
-        if not isinstance(other, DaskOutput):
-            return NotImplemented
-        for name, theirs in other.datasets.items():
-            mine = self.datasets.get(name)
-            if mine is not None and not isinstance(mine, _DatasetResult):
-                # an output already found not addable: the engine's key-by-key addition carries it on
-                msg = f"dataset {name!r} holds {type(mine).__name__}, not a dask-mode result"
-                raise TypeError(msg)
-            self.datasets[name] = theirs if mine is None else mine + theirs  # results are never mutated
-        return self
-
-    def result(self) -> dict[str, Any]:
-        """``{dataset: output}`` with every dask collection replaced by its computed value."""
-        return {
-            name: _unflatten(r.structure, [_finish(s, v) for s, v in zip(r.specs, r.values, strict=True)])
-            for name, r in self.datasets.items()
-        }
-
-
-def _few(partitions: list[str]) -> str:
-    return ", ".join(partitions[:3]) + (f" and {len(partitions) - 3} more" if len(partitions) > 3 else "")
 
 
 #: Traces kept per form and run in a worker process (each holds a graph and a typetracer of the form).
@@ -601,7 +440,7 @@ class DaskModeProcessor:
         traced.verified = True  # evaluated once: a read of the metadata while evaluating would show now
         meta = events.metadata or {}
         where = f"{meta.get('filename')} [{meta.get('entrystart')}-{meta.get('entrystop')}]"
-        return DaskOutput({dataset: _DatasetResult(traced.structure, traced.specs, values, [where])})
+        return DaskOutput({dataset: DatasetResult(traced.structure, traced.specs, values, [where])})
 
     def postprocess(self, accumulator: Any) -> Any:
         """``{dataset: output}`` (the wrapped processor's ``postprocess`` is not called, as in coffea's
@@ -633,8 +472,8 @@ def check_partition_output(output: Any) -> None:
 
 def _first_collection(obj: Any, path: tuple[Any, ...]) -> tuple[str, Any] | None:
     """``(path, collection)`` of the first dask collection in *obj* (dicts, lists, tuples), or None."""
-    if _is_collection(obj):
-        return _path_str(path), obj
+    if is_collection(obj):
+        return path_str(path), obj
     if isinstance(obj, Mapping):
         items: Any = obj.items()
     else:

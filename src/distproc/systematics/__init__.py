@@ -34,12 +34,13 @@ from distproc.exceptions import (
     DuplicateVariationError,
     InputsError,
 )
+from distproc.systematics.apply import apply_varied, fill_varied
 from distproc.systematics.binned import BinnedLookup
 from distproc.systematics.correction import Correction, load_correction_set
 from distproc.systematics.merge import VARIATION_AXIS, merge_variation_outputs, run_variations
 from distproc.systematics.rng import deterministic_normal
 from distproc.systematics.shape import Scale, ShapeVariation, ShapeVariations, Smear
-from distproc.systematics.varied import Varied, apply_varied, fill_varied
+from distproc.systematics.varied import Varied
 from distproc.systematics.weights import weight_variations
 
 __all__ = (

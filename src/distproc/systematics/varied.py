@@ -4,10 +4,11 @@ A :class:`Varied` holds one per-event or per-object quantity (one jagged level: 
 nominal and each named variation, as flat NumPy arrays on one shared event structure. Arithmetic,
 comparisons and NumPy ufuncs apply to every variation; ``x[mask]`` selects objects or events; ``ak.sum``,
 ``ak.count``, ``ak.count_nonzero``, ``ak.num``, ``ak.any`` and ``ak.all`` with ``axis=1`` reduce the
-objects of each event; ``ak.where`` chooses elementwise; :func:`fill_varied` fills a histogram's
-``"variation"`` axis with every variation. Variations are combined as RDataFrame's ``Vary`` combines
-them: a name means the same variation everywhere (so two quantities varied under ``"jes_up"`` are
-varied together), and an operand that does not vary under a name contributes its nominal.
+objects of each event; ``ak.where`` chooses elementwise; :func:`~distproc.systematics.fill_varied` fills a
+histogram's ``"variation"`` axis with every variation (:mod:`distproc.systematics.apply`). Variations are
+combined as RDataFrame's ``Vary`` combines them: a name means the same variation everywhere (so two
+quantities varied under ``"jes_up"`` are varied together), and an operand that does not vary under a
+name contributes its nominal.
 
 Why: a selection written with awkward operations runs once per variation, and awkward's jagged
 operations (above all the jagged boolean mask ``pt[good]``) cost several times a flat NumPy pass. Here a
@@ -28,6 +29,7 @@ Examples
 --------
 >>> import awkward as ak
 >>> import hist
+>>> from distproc.systematics import fill_varied
 >>> pt = ak.Array([[40.0, 20.0], [], [35.0, 31.0, 10.0]])
 >>> jes = Varied({"nominal": pt, "jes_up": 1.1 * pt, "jes_down": 0.9 * pt})
 >>> good = jes > 30.0
@@ -44,128 +46,31 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import awkward as ak
 import numpy as np
 
 from distproc.exceptions import SystematicsError, format_options
-from distproc.systematics._arrays import is_dask, materialized
+from distproc.systematics._arrays import is_dask
+from distproc.systematics._flat import (
+    ALL,
+    REDUCTIONS,
+    Events,
+    Fixed,
+    Keep,
+    Selection,
+    combine,
+    from_awkward,
+    reducer,
+    unsupported,
+)
 
-__all__ = ("Varied", "apply_varied", "fill_varied")
-
-#: Name of the categorical axis that holds the variation names (as in :mod:`distproc.systematics.merge`).
-_VARIATION_AXIS = "variation"
-
-
-class _Events:
-    """The structure Varied values live on: ``length`` events and, for per-object values, the offsets."""
-
-    __slots__ = ("_event_index", "_per_event", "counts", "length", "offsets")
-
-    def __init__(self, length: int, offsets: np.ndarray | None = None) -> None:
-        self.length = length
-        self.offsets = offsets
-        self.counts = None if offsets is None else np.diff(offsets)
-        self._event_index: np.ndarray | None = None
-        self._per_event: _Events | None = None
-
-    @property
-    def jagged(self) -> bool:
-        return self.offsets is not None
-
-    def event_index(self) -> np.ndarray:
-        """The event number of every object (computed once)."""
-        if self._event_index is None:
-            self._event_index = np.repeat(np.arange(self.length, dtype=np.intp), self.counts)
-        return self._event_index
-
-    def per_event(self) -> _Events:
-        """The one-value-per-event structure of the same events (one object, so it compares cheaply)."""
-        if self._per_event is None:
-            self._per_event = _Events(self.length)
-        return self._per_event
-
-    def same(self, other: _Events) -> bool:
-        if self is other:
-            return True
-        if self.length != other.length or self.jagged != other.jagged:
-            return False
-        return self.offsets is None or np.array_equal(self.offsets, other.offsets)
-
-    def describe(self) -> str:
-        return f"{self.length} events x var (lists)" if self.jagged else f"{self.length} events"
+__all__ = ("Varied",)
 
 
-class _Keep(NamedTuple):
-    """Selections made so far: events kept (one bool per event) and objects kept (one per object)."""
-
-    events: np.ndarray | None = None
-    objects: np.ndarray | None = None
-
-
-_ALL = _Keep()
-
-
-def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    if a is None or a is b:
-        return b
-    if b is None:
-        return a
-    return a & b
-
-
-def _combine(a: _Keep, b: _Keep) -> _Keep:
-    if b is _ALL or a is b:
-        return a
-    if a is _ALL:
-        return b
-    return _Keep(_and(a.events, b.events), _and(a.objects, b.objects))
-
-
-class _Fixed(NamedTuple):
-    """An unvaried array operand: the same values under every variation name."""
-
-    events: _Events
-    values: np.ndarray
-
-
-def _unsupported(x: Any, what: str, why: str) -> SystematicsError:
-    return SystematicsError(
-        f"{what}: {why}. Varied quantities combine with numbers, 1-D NumPy arrays and awkward arrays of "
-        f"numbers with at most one jagged level and no missing values; got {x!r:.200}"
-    )
-
-
-def _from_awkward(x: ak.Array, what: str) -> _Fixed:
-    backend = ak.backend(x)
-    if backend != "cpu":
-        raise _unsupported(x, what, f"the array is on the {backend!r} backend, Varied runs on CPU arrays")
-    layout = x.layout
-    if isinstance(layout, ak.contents.NumpyArray) and len(layout.inner_shape) == 0:
-        values = materialized(layout.data)
-        return _Fixed(_Events(len(values)), values)
-    if isinstance(layout, (ak.contents.ListArray, ak.contents.RegularArray)) or (
-        isinstance(layout, ak.contents.ListOffsetArray) and layout.offsets.dtype != np.int64
-    ):
-        layout = layout.to_ListOffsetArray64(False)
-    if isinstance(layout, ak.contents.ListOffsetArray):
-        content = layout.content
-        if (
-            isinstance(content, ak.contents.NumpyArray)
-            and len(content.inner_shape) == 0
-            and layout.parameter("__array__") not in ("string", "bytestring")
-        ):
-            offsets = materialized(layout.offsets.data).astype(np.int64, copy=False)
-            values = materialized(content.data)[offsets[0] : offsets[-1]]
-            if offsets[0] != 0:
-                offsets = offsets - offsets[0]
-            return _Fixed(_Events(len(offsets) - 1, offsets), values)
-    raise _unsupported(x, what, f"type {x.type} is not supported")
-
-
-def _operand(x: Any, what: str) -> Varied | _Fixed | Any:
-    """*x* as a :class:`Varied`, a :class:`_Fixed` array or a NumPy scalar."""
+def _operand(x: Any, what: str) -> Varied | Fixed | Any:
+    """*x* as a :class:`Varied`, a :class:`Fixed` array or a NumPy scalar."""
     if isinstance(x, Varied):
         return x
     if isinstance(x, (bool, numbers.Number, np.generic)):
@@ -174,15 +79,15 @@ def _operand(x: Any, what: str) -> Varied | _Fixed | Any:
         if x.ndim == 0:
             return x[()]
         if x.ndim != 1 or x.dtype.kind not in "biuf":
-            raise _unsupported(x, what, f"a NumPy array of shape {x.shape} and dtype {x.dtype}")
-        return _Fixed(_Events(len(x)), x)
+            raise unsupported(x, what, f"a NumPy array of shape {x.shape} and dtype {x.dtype}")
+        return Fixed(Events(len(x)), x)
     if isinstance(x, ak.Array):
-        return _from_awkward(x, what)
+        return from_awkward(x, what)
     if is_dask(x):
-        raise _unsupported(
+        raise unsupported(
             x, what, "a dask-awkward array; use Varied inside process(), on its concrete events"
         )
-    raise _unsupported(x, what, f"a {type(x).__name__}")
+    raise unsupported(x, what, f"a {type(x).__name__}")
 
 
 def _names(operands: Iterable[Any]) -> tuple[str, ...]:
@@ -194,9 +99,9 @@ def _names(operands: Iterable[Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _target(operands: Sequence[Any], what: str) -> _Events:
+def _target(operands: Sequence[Any], what: str) -> Events:
     """The common structure: the jagged one if any operand is jagged; all must agree on the events."""
-    structures = [op.events if isinstance(op, _Fixed) else op._events for op in operands if _is_array(op)]
+    structures = [op.events if isinstance(op, Fixed) else op._events for op in operands if _is_array(op)]
     if not structures:
         msg = f"{what}: needs at least one Varied or array operand"
         raise SystematicsError(msg)
@@ -213,7 +118,7 @@ def _target(operands: Sequence[Any], what: str) -> _Events:
 
 
 def _is_array(op: Any) -> bool:
-    return isinstance(op, (Varied, _Fixed))
+    return isinstance(op, (Varied, Fixed))
 
 
 class _Broadcast:
@@ -225,7 +130,7 @@ class _Broadcast:
         self.names = _names(self.operands)
         self._expanded: dict[int, np.ndarray] = {}
 
-    def _expand(self, values: np.ndarray, events: _Events) -> np.ndarray:
+    def _expand(self, values: np.ndarray, events: Events) -> np.ndarray:
         """Per-event *values* on the target's objects (jagged target), cached per array."""
         if events.jagged or not self.target.jagged:
             return values
@@ -235,25 +140,25 @@ class _Broadcast:
         return self._expanded[key]
 
     @staticmethod
-    def raw(op: Any, name: str) -> tuple[Any, _Keep]:
+    def raw(op: Any, name: str) -> tuple[Any, Keep]:
         """One operand's values under variation *name* (its nominal if it does not vary under it)."""
         if isinstance(op, Varied):
             key = name if name in op._values else "nominal"
             return op._values[key], op._keep[key]
-        if isinstance(op, _Fixed):
-            return op.values, _ALL
-        return op, _ALL
+        if isinstance(op, Fixed):
+            return op.values, ALL
+        return op, ALL
 
-    def arrays(self, name: str) -> tuple[list[Any], _Keep]:
+    def arrays(self, name: str) -> tuple[list[Any], Keep]:
         """The operands' flat values under variation *name* on the target structure, and what is kept."""
         arrays: list[Any] = []
-        keep = _ALL
+        keep = ALL
         for op in self.operands:
             values, kept = self.raw(op, name)
             if _is_array(op):
-                values = self._expand(values, op.events if isinstance(op, _Fixed) else op._events)
+                values = self._expand(values, op.events if isinstance(op, Fixed) else op._events)
             arrays.append(values)
-            keep = _combine(keep, kept)
+            keep = combine(keep, kept)
         return arrays, keep
 
 
@@ -261,7 +166,7 @@ def _apply(fn: Callable[..., Any], inputs: Sequence[Any], what: str) -> Varied:
     """``fn(*flat_arrays)`` for every variation name: an elementwise operation."""
     b = _Broadcast(inputs, what)
     values: dict[str, np.ndarray] = {}
-    keeps: dict[str, _Keep] = {}
+    keeps: dict[str, Keep] = {}
     for name in b.names:
         arrays, keeps[name] = b.arrays(name)
         values[name] = np.asarray(fn(*arrays))
@@ -283,46 +188,6 @@ class _UfuncHook:
         return self.fn if instance is None else None
 
 
-def _segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Exact per-event sum of integer or boolean *values* (cumulative sum difference, int64)."""
-    small = values.dtype == np.bool_ and len(values) < 2**31  # a count fits int32, which is faster
-    total = np.zeros(len(values) + 1, dtype=np.int32 if small else np.int64)
-    np.cumsum(values, dtype=total.dtype, out=total[1:])
-    return (total[offsets[1:]] - total[offsets[:-1]]).astype(np.int64, copy=False)
-
-
-def _reducer(kind: str) -> Callable[[np.ndarray, np.ndarray | None, _Events], np.ndarray]:
-    def count(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
-        return events.counts.astype(np.int64) if keep is None else _segment_sum(keep, events.offsets)
-
-    def nonzero(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
-        return _segment_sum(v != 0 if keep is None else (v != 0) & keep, events.offsets)
-
-    def total(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
-        if v.dtype.kind in "biu":
-            return _segment_sum(v if keep is None else np.where(keep, v, 0), events.offsets)
-        if keep is not None:
-            # v * keep is 5x faster than np.where and the same where v is finite (x * 0 is +-0.0,
-            # and adding +-0.0 leaves a sum unchanged); inf * 0 and nan * 0 are nan, so those need where
-            v = v * keep if np.isfinite(v).all() else np.where(keep, v, 0.0)
-        return np.bincount(events.event_index(), weights=v, minlength=events.length)
-
-    def any_(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
-        return nonzero(v, keep, events) > 0
-
-    def all_(v: np.ndarray, keep: np.ndarray | None, events: _Events) -> np.ndarray:
-        zero = v == 0
-        return _segment_sum(zero if keep is None else zero & keep, events.offsets) == 0
-
-    return {"sum": total, "count": count, "num": count, "count_nonzero": nonzero, "any": any_, "all": all_}[
-        kind
-    ]
-
-
-#: The awkward reductions a Varied implements (``__awkward_function__``), over ``axis=1``.
-_REDUCTIONS = ("sum", "count", "count_nonzero", "num", "any", "all")
-
-
 class Varied:
     """One per-event or per-object quantity for the nominal and every named variation.
 
@@ -330,8 +195,9 @@ class Varied:
     :meth:`BinnedLookup.varied <distproc.systematics.BinnedLookup.varied>` (every table of a lookup at
     once). Then compute with it as with an awkward array: operators and NumPy ufuncs, ``x[mask]``,
     ``ak.sum``/``ak.count``/``ak.count_nonzero``/``ak.num``/``ak.any``/``ak.all`` with ``axis=1``,
-    ``ak.where``; fill histograms with :func:`fill_varied`; take one variation as an awkward array with
-    :meth:`variation`. See the module documentation for how operands line up and combine.
+    ``ak.where``; fill histograms with :func:`~distproc.systematics.fill_varied`; take one variation as an
+    awkward array with :meth:`variation`. See the module documentation for how operands line up and
+    combine.
 
     Parameters
     ----------
@@ -371,15 +237,15 @@ class Varied:
             raise SystematicsError(msg)
         operands = {str(k): _operand(v, f"Varied variation {k!r}") for k, v in variations.items()}
         for key, op in operands.items():
-            if not isinstance(op, _Fixed):
+            if not isinstance(op, Fixed):
                 msg = f"Varied variation {key!r} must be an array (awkward or 1-D NumPy), got {op!r:.100}"
                 raise SystematicsError(msg)
         self._events = _target(list(operands.values()), "Varied")
         self._values = {k: op.values for k, op in operands.items()}
-        self._keep = dict.fromkeys(operands, _ALL)
+        self._keep = dict.fromkeys(operands, ALL)
 
     @classmethod
-    def _make(cls, events: _Events, values: dict[str, np.ndarray], keeps: dict[str, _Keep]) -> Varied:
+    def _make(cls, events: Events, values: dict[str, np.ndarray], keeps: dict[str, Keep]) -> Varied:
         out = cls.__new__(cls)
         out._events, out._values, out._keep = events, values, keeps
         return out
@@ -431,7 +297,7 @@ class Varied:
         if name not in self._values:
             msg = f"Varied has no variation {name!r}. {format_options(name, self._values, 'variations')}"
             raise SystematicsError(msg)
-        selection = _Selection(self._events, self._keep[name])
+        selection = Selection(self._events, self._keep[name])
         values = self._values[name]
         return selection.per_object(values) if self._events.jagged else ak.Array(selection.per_event(values))
 
@@ -442,7 +308,7 @@ class Varied:
             raise SystematicsError(msg)
         b = _Broadcast([self, where], "Varied selection")
         mask_op = b.operands[1]
-        mask_events = mask_op.events if isinstance(mask_op, _Fixed) else mask_op._events
+        mask_events = mask_op.events if isinstance(mask_op, Fixed) else mask_op._events
         if mask_events.jagged and not self._events.jagged:
             msg = (
                 "Varied selection: a mask with one list per event cannot select one value per event; "
@@ -450,7 +316,7 @@ class Varied:
             )
             raise SystematicsError(msg)
         values: dict[str, np.ndarray] = {}
-        keeps: dict[str, _Keep] = {}
+        keeps: dict[str, Keep] = {}
         for name in b.names:
             values[name], keep = b.raw(self, name)
             mask, mask_keep = b.raw(mask_op, name)
@@ -460,8 +326,8 @@ class Varied:
                     "for other indexing take one variation with .variation(name)"
                 )
                 raise SystematicsError(msg)
-            new = _Keep(objects=mask) if mask_events.jagged else _Keep(events=mask)
-            keeps[name] = _combine(_combine(keep, mask_keep), new)
+            new = Keep(objects=mask) if mask_events.jagged else Keep(events=mask)
+            keeps[name] = combine(combine(keep, mask_keep), new)
         return Varied._make(self._events, values, keeps)
 
     def _reduce(self, kind: str, axis: Any, options: Mapping[str, Any]) -> Varied:
@@ -484,17 +350,17 @@ class Varied:
         if bad:
             msg = f"{what}: options {sorted(bad)} are not supported"
             raise SystematicsError(msg)
-        reduce = _reducer(kind)
+        reduce = reducer(kind)
         events = self._events
         values = {name: reduce(v, self._keep[name].objects, events) for name, v in self._values.items()}
-        keeps = {name: _Keep(events=keep.events) for name, keep in self._keep.items()}
+        keeps = {name: Keep(events=keep.events) for name, keep in self._keep.items()}
         return Varied._make(events.per_event(), values, keeps)
 
     def __awkward_function__(
         self, func: Callable[..., Any], array_likes: Sequence[Any], args: tuple, kwargs: dict[str, Any]
     ) -> Any:
         name = getattr(func, "__name__", "")
-        if name in _REDUCTIONS and func is getattr(ak, name):
+        if name in REDUCTIONS and func is getattr(ak, name):
             array = args[0] if args else kwargs.pop("array")
             axis = args[1] if len(args) > 1 else kwargs.pop("axis", None if name != "num" else 1)
             if not isinstance(array, Varied):
@@ -506,7 +372,7 @@ class Varied:
                 msg = "ak.where with a Varied takes exactly (condition, x, y)"
                 raise SystematicsError(msg)
             return _apply(np.where, args, "ak.where")
-        supported = ", ".join(f"ak.{n}" for n in (*_REDUCTIONS, "where"))
+        supported = ", ".join(f"ak.{n}" for n in (*REDUCTIONS, "where"))
         msg = (
             f"ak.{name} is not supported on a Varied (supported: {supported}, operators and NumPy ufuncs); "
             "take one variation as an awkward array with .variation(name)"
@@ -543,7 +409,7 @@ class Varied:
             if self._events.jagged
             else f"{self._events.length} * {dtype}"
         )
-        selected = " (selected)" if any(k is not _ALL for k in self._keep.values()) else ""
+        selected = " (selected)" if any(k is not ALL for k in self._keep.values()) else ""
         return f"<Varied {list(self._values)} of {kind}{selected}>"
 
 
@@ -580,213 +446,3 @@ for _name, _ufunc, _symbol, _has_reflected in (
     if _has_reflected:
         setattr(Varied, f"__r{_name}__", _reflected)
 Varied.__hash__ = None  # type: ignore[assignment]  # == is elementwise
-
-
-def fill_varied(histogram: Any, /, **fields: Any) -> Any:
-    """Fill *histogram* once per variation, with the variation's name on its ``"variation"`` axis.
-
-    Every field (``hist`` axis names, ``weight=``, ``sample=``) may be a :class:`Varied`, an unvaried
-    array of the same events, a number or a string (a categorical value such as a dataset name). The
-    arrays are put on one structure (a per-event weight meets every object of its event when another
-    field is per-object), the selections made on the Varied fields apply to all of them, and per-object
-    fields are flattened. Variation names come from the Varied fields; a histogram without a
-    ``"variation"`` axis can only take a single (nominal) one.
-
-    Returns
-    -------
-    The histogram (filled in place), so that calls chain.
-
-    Raises
-    ------
-    SystematicsError
-        ``variation=`` given (it is filled automatically), several variations and no ``"variation"``
-        axis, or fields that do not line up.
-
-    Examples
-    --------
-    >>> import awkward as ak
-    >>> import hist
-    >>> ht = Varied({"nominal": ak.Array([100.0, 250.0]), "jes_up": ak.Array([110.0, 275.0])})
-    >>> weight = ak.Array([0.5, 2.0])
-    >>> h = hist.Hist.new.StrCat(["nominal", "jes_up"], name="variation").Reg(3, 0, 300, name="ht").Weight()
-    >>> _ = fill_varied(h, ht=ht[ht > 120.0], weight=weight)
-    >>> h[{"variation": "jes_up"}].values().tolist()
-    [0.0, 0.0, 2.0]
-    """
-    if _VARIATION_AXIS in fields:
-        msg = f"fill_varied fills the {_VARIATION_AXIS!r} axis itself; do not pass {_VARIATION_AXIS}="
-        raise SystematicsError(msg)
-    passed = {k: v for k, v in fields.items() if isinstance(v, str)}
-    arrays = {k: v for k, v in fields.items() if k not in passed}
-    b = _Broadcast(list(arrays.values()), "fill_varied")
-    axes = [axis.name for axis in getattr(histogram, "axes", ())]
-    has_axis = _VARIATION_AXIS in axes
-    if not has_axis and len(b.names) > 1:
-        msg = (
-            f"fill_varied: the histogram has no {_VARIATION_AXIS!r} axis for the variations {list(b.names)}; "
-            f"add one, e.g. hist.Hist.new.StrCat([], name={_VARIATION_AXIS!r}, growth=True)... "
-            f"(its axes: {axes})"
-        )
-        raise SystematicsError(msg)
-    target = b.target
-    for name in b.names:
-        values, keep = b.arrays(name)
-        selected = keep.objects
-        if keep.events is not None:
-            events = np.repeat(keep.events, target.counts) if target.jagged else keep.events
-            selected = _and(selected, events)
-        if selected is not None:  # take() with the indices: 4x faster than a boolean mask per field
-            indices = np.flatnonzero(selected)
-            values = [v.take(indices) if isinstance(v, np.ndarray) else v for v in values]
-        extra = {_VARIATION_AXIS: name} if has_axis else {}
-        histogram.fill(**extra, **passed, **dict(zip(arrays, values, strict=True)))
-    return histogram
-
-
-class _Selection:
-    """What one variation keeps of a structure: the kept objects of the kept events, found once.
-
-    Per-object values become awkward lists of the kept objects by one ``take`` (no jagged masking).
-    """
-
-    __slots__ = ("events", "index", "offsets")
-
-    def __init__(self, events: _Events, keep: _Keep) -> None:
-        self.events = keep.events
-        self.index: np.ndarray | None = None
-        self.offsets: np.ndarray | None = None
-        if not events.jagged:
-            return
-        objects = keep.objects
-        if keep.events is not None:
-            in_kept = np.repeat(keep.events, events.counts)
-            objects = in_kept if objects is None else objects & in_kept
-        if objects is None:
-            self.offsets = events.offsets
-            return
-        self.index = np.flatnonzero(objects)
-        counts = _segment_sum(objects, events.offsets)
-        if keep.events is not None:
-            counts = counts[keep.events]
-        self.offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=self.offsets[1:])
-
-    def per_event(self, values: np.ndarray) -> np.ndarray:
-        return values if self.events is None else values[self.events]
-
-    def per_object(self, values: np.ndarray) -> ak.Array:
-        if self.index is not None:
-            values = values.take(self.index)
-        lists = ak.contents.ListOffsetArray(ak.index.Index64(self.offsets), ak.contents.NumpyArray(values))
-        return ak.Array(lists)
-
-
-def apply_varied(fn: Callable[..., Any], /, **operands: Any) -> Any:
-    """``fn(**arrays)`` once per variation, on the selected objects of the selected events.
-
-    What a :class:`Varied` cannot express elementwise (combinations of objects, the best of them per
-    event, a model's score per candidate) is written as a function of plain arrays and run per
-    variation, as RDataFrame runs a ``Define`` on varied columns once per variation. Each operand may be
-    a :class:`Varied` (its values under the variation, with its selections), an unvaried awkward array
-    or 1-D NumPy array of the same events, or anything else (passed as is). Array operands reach *fn*
-    as awkward arrays (per-object ones as jagged lists of the objects kept under the variation by every
-    Varied operand; per-event ones as NumPy arrays), restricted to the events that every Varied
-    operand keeps under that variation.
-
-    Parameters
-    ----------
-    fn
-        ``fn(**arrays) -> array`` of one number per event it was given, or a mapping or tuple of such
-        arrays.
-    **operands
-        The keyword arguments of *fn*.
-
-    Returns
-    -------
-    Varied, or a dict or tuple of Varied (as *fn* returns)
-        Per-event quantities on the events of the operands, with each variation's event selection
-        applied.
-
-    Raises
-    ------
-    SystematicsError
-        Operands that do not line up, or an *fn* result that is not one number per given event.
-
-    Examples
-    --------
-    >>> import awkward as ak
-    >>> import numpy as np
-    >>> nominal = ak.Array([[50.0, 20.0, 70.0], [10.0]])
-    >>> pt = Varied({"nominal": nominal, "up": nominal * 1.1})
-    >>> eta = ak.Array([[0.1, 0.2, 0.3], [0.4]])
-    >>> good = pt > 15.0
-    >>> def leading_eta(pt, eta):
-    ...     return ak.to_numpy(ak.firsts(eta[ak.argmax(pt, axis=1, keepdims=True)]))
-    >>> lead = apply_varied(leading_eta, pt=pt[good][ak.sum(good, axis=1) > 0], eta=eta)
-    >>> lead.variation("up").tolist()
-    [0.3]
-    >>> lead.names
-    ('nominal', 'up')
-    """
-    names = list(operands)
-    b = _Broadcast(list(operands.values()), "apply_varied")
-    target = b.target
-    results: dict[str, Any] = {}
-    keeps: dict[str, _Keep] = {}
-    for name in b.names:
-        raw = [b.raw(op, name) for op in b.operands]
-        keep = _ALL
-        for _, kept in raw:
-            keep = _combine(keep, kept)
-        selection = _Selection(target, keep)
-        arrays = {}
-        for key, op, (values, _) in zip(names, b.operands, raw, strict=True):
-            if not _is_array(op):
-                arrays[key] = values
-            elif (op.events if isinstance(op, _Fixed) else op._events).jagged:
-                arrays[key] = selection.per_object(values)
-            else:
-                arrays[key] = selection.per_event(values)
-        results[name] = fn(**arrays)
-        keeps[name] = _Keep(events=keep.events)
-    n_kept = {
-        name: target.length if k.events is None else int(np.count_nonzero(k.events))
-        for name, k in keeps.items()
-    }
-    first = results["nominal"]
-    if isinstance(first, Mapping):
-        return {
-            key: _per_event(target, {n: r[key] for n, r in results.items()}, keeps, n_kept, key)
-            for key in first
-        }
-    if isinstance(first, tuple):
-        return tuple(
-            _per_event(target, {n: r[i] for n, r in results.items()}, keeps, n_kept, str(i))
-            for i in range(len(first))
-        )
-    return _per_event(target, results, keeps, n_kept, "")
-
-
-def _per_event(
-    target: _Events, results: dict[str, Any], keeps: dict[str, _Keep], n_kept: dict[str, int], key: str
-) -> Varied:
-    """Per-variation results for the kept events, as a Varied over all events (others hold zeros)."""
-    events = target.per_event()
-    values: dict[str, np.ndarray] = {}
-    for name, result in results.items():
-        array = ak.to_numpy(result) if isinstance(result, ak.Array) else np.asarray(result)
-        if array.ndim != 1 or len(array) != n_kept[name]:
-            what = f"result {key!r}" if key else "the result"
-            msg = (
-                f"apply_varied: {what} under {name!r} has shape {array.shape}; the function must return "
-                f"one number per event it is given ({n_kept[name]})"
-            )
-            raise SystematicsError(msg)
-        keep = keeps[name].events
-        if keep is None:
-            values[name] = array
-        else:
-            full = np.zeros(target.length, dtype=array.dtype)
-            full[keep] = array
-            values[name] = full
-    return Varied._make(events, values, keeps)
