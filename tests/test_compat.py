@@ -44,7 +44,9 @@ def test_checked_versions_are_the_pyproject_pins():
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==([^;\s]+)", spec.strip())
         if match:
             pins[match[1]] = match[2]
-    for name in ("dask", "distributed", "coffea"):
+    pinned = [name for name in _compat.CHECKED_WITH if name in pins]
+    assert {"dask", "distributed", "coffea", "dask-awkward", "dask-histogram"} <= set(pinned)
+    for name in pinned:
         assert _compat.CHECKED_WITH[name] == pins[name], f"{name}: pyproject pins {pins[name]}"
 
 
@@ -127,3 +129,67 @@ def test_is_dask_awkward_where_finds_where_nodes_only():
     found = {key[0].split("-")[0] for key, node in graph.items() if _compat.is_dask_awkward_where(node.func)}
     assert found == {"where"}
     assert graph[(out.name, 0)].func.highlevel  # the attribute FlatWhere reads
+
+
+def test_dask_awkward_meta_is_the_collections_typetracer():
+    import dask_awkward as dak
+
+    pt = dak.from_awkward(ak.Array([[31.0, 62.5], [], [48.0]]), npartitions=1)
+    meta = _compat.dask_awkward_meta(pt)
+    assert ak.backend(meta) == "typetracer"
+    assert meta.layout.form == pt.form
+    _compat.dask_awkward_meta(pt).attrs["@note"] = "set"  # the collection's own attrs
+    assert pt.attrs["@note"] == "set"
+
+
+def test_clear_dask_awkward_cache_empties_the_graph_cache():
+    import dask_awkward as dak
+    from dask_awkward.lib.core import dak_cache
+
+    pt = dak.from_awkward(ak.Array([[31.0, 62.5], [], [48.0]]), npartitions=1)
+    dak.map_partitions(operator.neg, pt)
+    assert len(dak_cache) > 0
+    _compat.clear_dask_awkward_cache()
+    assert len(dak_cache) == 0
+
+
+def test_histogram_postcompute_gives_the_eager_histogram_without_the_graph():
+    import pickle
+
+    import dask_awkward as dak
+    import hist
+    import hist.dask as hda
+
+    pt = dak.from_awkward(ak.Array([[31.0, 62.5], [], [48.0]]), npartitions=1)
+    h = hda.Hist.new.Reg(4, 0.0, 100.0, name="pt").Double()
+    h.fill(pt=dak.flatten(pt))
+    function, args = _compat.histogram_postcompute(h)
+    assert len(pickle.dumps((function, args))) < 1000  # the class, not the collection and its graph
+    partial = hist.Hist.new.Reg(4, 0.0, 100.0, name="pt").Double().fill([31.0, 62.5, 48.0])
+    out = function([partial], *args)
+    assert type(out) is type(h.compute())
+    assert not hasattr(out, "_dask")
+    assert out.values().tolist() == h.compute().values().tolist() == [0.0, 2.0, 1.0, 0.0]
+
+
+def test_graph_tasks_and_with_task_function():
+    import dask_awkward as dak
+
+    pt = dak.from_awkward(ak.Array([[31.0, 62.5], [], [48.0]]), npartitions=1)
+    doubled = pt * 2
+    tasks = _compat.graph_tasks([doubled])
+    node = tasks[(doubled.name, 0)]
+    assert node.key == (doubled.name, 0)
+    assert (pt.name, 0) in node.dependencies
+    replaced = _compat.with_task_function(node, operator.neg)
+    assert replaced.func is operator.neg
+    assert (replaced.key, replaced.args, replaced.kwargs) == (node.key, node.args, node.kwargs)
+    assert _compat.with_task_function("not a task", operator.neg) == "not a task"
+
+
+def test_cloudpickle_dispatch_table_holds_the_code_reducer():
+    import types
+
+    table = _compat.cloudpickle_dispatch_table()
+    assert isinstance(table, dict)
+    assert types.CodeType in table

@@ -17,13 +17,19 @@ from typing import Any
 __all__ = (
     "CHECKED_WITH",
     "awkward_error_context",
+    "clear_dask_awkward_cache",
+    "cloudpickle_dispatch_table",
+    "dask_awkward_meta",
     "forget_gateway_loop",
+    "graph_tasks",
+    "histogram_postcompute",
     "is_dask_awkward_where",
     "retry_erred",
     "schema_with_form",
     "send_graph",
     "task_ref",
     "tree_base_form",
+    "with_task_function",
 )
 
 #: Distribution → version the private APIs below were checked with.
@@ -34,6 +40,7 @@ CHECKED_WITH = {
     "awkward": "2.14.0",
     "dask-gateway": "2026.3.0",
     "dask-awkward": "2026.2.1",
+    "dask-histogram": "2026.2.0",
 }
 
 
@@ -99,6 +106,90 @@ def is_dask_awkward_where(func: Any) -> bool:
     except ImportError:
         return False
     return isinstance(func, _WhereFn)
+
+
+def graph_tasks(collections: list[Any]) -> dict[Any, Any]:
+    """The unoptimised graph of dask *collections* as ``{key: task}``, each task with ``.key``, ``.func``,
+    ``.args``, ``.kwargs`` and ``.dependencies``.
+
+    Private: ``dask._task_spec.convert_legacy_graph`` (dask's own representation of a graph's tasks since
+    2024.12; there is no public converter).
+    """
+    from dask._task_spec import convert_legacy_graph
+    from dask.base import collections_to_dsk
+
+    return convert_legacy_graph(dict(collections_to_dsk(collections, optimize_graph=False)))
+
+
+def with_task_function(task: Any, func: Any) -> Any:
+    """*task* (a task of :func:`graph_tasks`) calling *func* instead, with the same key and arguments.
+
+    Private: ``dask._task_spec.Task``. A node that is not a ``Task`` (an alias or a data node) is returned
+    unchanged.
+    """
+    from dask._task_spec import Task
+
+    if not isinstance(task, Task):
+        return task
+    return Task(task.key, func, *task.args, **task.kwargs)
+
+
+def cloudpickle_dispatch_table() -> dict[Any, Any] | None:
+    """cloudpickle's table of reducers by type, which :mod:`distproc.processor` extends for code objects.
+
+    Private: ``cloudpickle.Pickler._dispatch_table`` (checked with cloudpickle 3.1). Where it is missing or
+    not a dict, None: the caller then leaves cloudpickle as it is.
+    """
+    import cloudpickle
+
+    table = getattr(cloudpickle.Pickler, "_dispatch_table", None)
+    return table if isinstance(table, dict) else None
+
+
+def dask_awkward_meta(array: Any) -> Any:
+    """The typetracer array a ``dask_awkward.Array`` carries (its type, form, behavior and attrs).
+
+    Private: the ``_meta`` attribute (dask-awkward has no public accessor). The array's attrs are this
+    object's, so setting one here sets it on what the collection's operations see.
+    """
+    return array._meta
+
+
+def clear_dask_awkward_cache() -> None:
+    """Empty dask-awkward's cache of ``map_partitions`` graphs before a new trace.
+
+    Private: ``dask_awkward.lib.core.dak_cache``, which maps a graph node's name to its graph and meta. A
+    trace must build its own graph: a node cached by an earlier trace refers to that trace's input, and
+    the cache keeps up to 1000 graphs (and what they hold) alive. Where it is missing there is nothing to
+    clear.
+    """
+    from dask_awkward.lib import core
+
+    cache = getattr(core, "dak_cache", None)
+    if cache is not None:
+        cache.clear()
+
+
+def histogram_postcompute(histogram: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A ``hist.dask`` histogram's ``__dask_postcompute__`` as a picklable ``(function, args)`` that does
+    not hold the collection (dask-histogram's own is a closure over it, graph included).
+
+    Private: dask-histogram's ``_in_memory_type`` (the eager class the collection computes to) and the
+    ``_dask`` attribute its own post-compute deletes from the result. Where ``_in_memory_type`` is missing,
+    the histogram's own ``__dask_postcompute__``.
+    """
+    cls = getattr(histogram, "_in_memory_type", None)
+    if cls is None:
+        return histogram.__dask_postcompute__()
+    return _in_memory_histogram, (cls,)
+
+
+def _in_memory_histogram(values: list[Any], cls: type) -> Any:
+    """What a ``hist.dask`` histogram's ``__dask_postcompute__`` does, without the collection itself."""
+    out = cls(values[0])
+    if hasattr(out, "_dask"):
+        del out._dask
+    return out
 
 
 def tree_base_form(tree: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from coffea.processor import ProcessorABC
 
+from distproc._compat import cloudpickle_dispatch_table
 from distproc.exceptions import ProcessorLoadError, format_options
 
 __all__ = ("Processor", "load_processor")
@@ -102,18 +103,16 @@ def _keep_code_file_names() -> None:
     A module pickled by value (see :func:`_pickle_local_modules`) has its functions' code objects
     rebuilt on the workers, and cloudpickle replaces their ``co_filename`` with ``"<dynamic-code>"``, so
     a traceback from a worker said ``File "<dynamic-code>", line 32``. The real path is kept for the
-    files in :data:`_USER_FILES` only; other code is pickled as cloudpickle does. This reaches into
-    cloudpickle's reducer table (``Pickler._dispatch_table``), checked with cloudpickle 3.1
-    (``tests/test_processor_errors.py`` pins that the traceback names the file); with a cloudpickle
+    files in :data:`_USER_FILES` only; other code is pickled as cloudpickle does. This extends
+    cloudpickle's reducer table (:func:`distproc._compat.cloudpickle_dispatch_table`;
+    ``tests/test_processor_errors.py`` pins that the traceback names the file); with a cloudpickle
     without that table, tracebacks show ``<dynamic-code>`` again and nothing else changes.
     """
     global _CLOUDPICKLE_CODE_REDUCE
     import types
 
-    import cloudpickle
-
-    table = getattr(cloudpickle.Pickler, "_dispatch_table", None)
-    if _CLOUDPICKLE_CODE_REDUCE is not None or not isinstance(table, dict) or types.CodeType not in table:
+    table = cloudpickle_dispatch_table()
+    if _CLOUDPICKLE_CODE_REDUCE is not None or table is None or types.CodeType not in table:
         return
     _CLOUDPICKLE_CODE_REDUCE = table[types.CodeType]
     table[types.CodeType] = _code_reduce_keeping_file

@@ -41,7 +41,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from distproc._compat import is_dask_awkward_where
+from distproc._compat import (
+    clear_dask_awkward_cache,
+    dask_awkward_meta,
+    graph_tasks,
+    histogram_postcompute,
+    is_dask_awkward_where,
+    with_task_function,
+)
 from distproc.engine.dask_output import (
     ADD,
     PARTS,
@@ -111,7 +118,7 @@ def _classify(path: str, leaf: Any, input_name: str) -> tuple[LeafSpec, Any]:
     post = leaf.__dask_postcompute__()
     if isinstance(final, AwkwardTreeReductionLayer):
         if type(final).__module__.startswith("dask_histogram"):  # fills of hist.dask: added
-            post = (_in_memory_histogram, (leaf._in_memory_type,))
+            post = histogram_postcompute(leaf)
             return LeafSpec(path, ADD, post=post), (final_name, 0)
         combine = (final.concat_func, final.tree_node_func, final.finalize_func)
         return LeafSpec(path, REDUCE, combine=combine, post=post), (final.name_input, 0)
@@ -149,20 +156,10 @@ def _shared_value(graph: Any, name: str, input_name: str) -> bool:
     return True
 
 
-def _in_memory_histogram(values: list[Any], cls: type) -> Any:
-    """What a ``hist.dask`` histogram's ``__dask_postcompute__`` does, without the collection itself."""
-    out = cls(values[0])
-    if hasattr(out, "_dask"):
-        del out._dask
-    return out
-
-
 def _evaluated(node: Any) -> Any:
     """*node* as a partition evaluates it: an ``ak.where`` node with :class:`FlatWhere`, any other as is."""
-    from dask._task_spec import Task
-
-    if isinstance(node, Task) and is_dask_awkward_where(node.func):
-        return Task(node.key, FlatWhere(node.func), *node.args, **node.kwargs)
+    if is_dask_awkward_where(getattr(node, "func", None)):
+        return with_task_function(node, FlatWhere(node.func))
     return node
 
 
@@ -172,11 +169,9 @@ def _execution_plan(
     """The graph nodes needed for *keys*, in dask's order: ``(shared, per_partition, users)``, the nodes
     that do not depend on the events (*input_key*; computed once), those that do, and how many of the
     latter use each per-partition key."""
-    from dask._task_spec import convert_legacy_graph
-    from dask.base import collections_to_dsk
     from dask.order import order
 
-    dsk = convert_legacy_graph(dict(collections_to_dsk(collections, optimize_graph=False)))
+    dsk = graph_tasks(collections)
     needed: dict[Any, Any] = {}
     stack = list(keys)
     while stack:
@@ -253,10 +248,10 @@ def _trace(process: Callable[[Any], Any], meta: Any) -> _Traced:
     import dask
     import dask_awkward as dak
 
-    dak.lib.core.dak_cache.clear()
+    clear_dask_awkward_cache()
     source = _BoundEvents(meta)
     events = dak.from_map(source, [0], label="distproc-events", meta=meta)
-    events._meta.attrs["@original_array"] = events  # what coffea's dask-mode factory sets
+    dask_awkward_meta(events).attrs["@original_array"] = events  # what coffea's dask-mode factory sets
     output = process(events)
     leaves: list[tuple[str, Any]] = []
     structure = flatten(output, (), leaves)

@@ -14,6 +14,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from distproc._compat import dask_awkward_meta
 from distproc.exceptions import (
     GPUUnavailableWarning,
     InferenceError,
@@ -311,7 +312,9 @@ class OnnxModel:
         from dask.base import tokenize
 
         metas = {
-            name: {k: v._meta for k, v in value.items()} if isinstance(value, Mapping) else value._meta
+            name: {k: dask_awkward_meta(v) for k, v in value.items()}
+            if isinstance(value, Mapping)
+            else dask_awkward_meta(value)
             for name, value in feeds.items()
         }
         meta = self._apply(metas)
