@@ -232,3 +232,21 @@ def test_column_writer_format_is_checked():
 
     with pytest.raises(ConfigError, match=r"format must be one of \['parquet', 'root'\], got 'csv'"):
         ColumnWriter("skim", format="csv")
+
+
+class _Count(distproc.Processor):
+    def process(self, events):
+        return {"events": len(events)}
+
+
+def test_an_in_process_run_reports_only_its_own_files_skipped_branches(physlite, nano_dy, tmp_path):
+    """Runs in this process share the record of skipped branches: a later run on other files must not
+    report the branches an earlier run's files left out."""
+    options = {"cluster": "inline", "cache_dir": str(tmp_path / "cache"), "progress": False}
+    first = distproc.run(
+        _Count(), {"ttbar": [str(physlite)]}, schema="physlite", treename="CollectionTree", **options
+    )
+    assert list(first.report.skipped_branches) == [str(physlite)]
+    second = distproc.run(_Count(), {"dy": [str(nano_dy)]}, **options)
+    assert second.output["events"] == second.report.events > 0
+    assert second.report.skipped_branches == {}

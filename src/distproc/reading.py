@@ -11,6 +11,7 @@ import functools
 import os
 import re
 import struct
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -300,8 +301,9 @@ def partition_events(
 _SKIPPING = re.compile(r"^Skipping (?P<branch>\S+) as it is (?:it )?(?P<reason>.+?)\.?$")
 #: Topic of the distributed event that carries one file's skipped branches from a worker to the client.
 SKIPPED_TOPIC = "distproc-skipped-branches"
-#: Skipped branches of files read outside a Dask worker (in-process runs): file → reason → branches.
-_LOCAL_SKIPPED: dict[str, dict[str, list[str]]] = {}
+#: Skipped branches of files read outside a Dask worker (in-process runs): file → (``time.time()`` when
+#: reported, reason → branches); :func:`skipped_branches` gives a run only those reported since it started.
+_LOCAL_SKIPPED: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
 
 def _report_skipped(path: str, caught: list[warnings.WarningMessage]) -> None:
@@ -322,7 +324,7 @@ def _report_skipped(path: str, caught: list[warnings.WarningMessage]) -> None:
 
         worker = get_worker()
     except (ImportError, ValueError):
-        _LOCAL_SKIPPED[path] = skipped
+        _LOCAL_SKIPPED[path] = (time.time(), skipped)
         return
     worker.log_event(SKIPPED_TOPIC, {"file": path, "skipped": skipped})
 
@@ -336,7 +338,7 @@ def skipped_branches(client: Any = None, since: float | None = None) -> dict[str
     >>> skipped_branches()  # doctest: +SKIP
     {'/data/PHYSLITE.root': {'cannot be represented as an Awkward array': ['AnalysisTrigMatch_...', ...]}}
     """
-    found = dict(_LOCAL_SKIPPED)
+    found = {path: names for path, (at, names) in _LOCAL_SKIPPED.items() if since is None or at >= since}
     if client is not None:
         for stamp, event in client.get_events(SKIPPED_TOPIC):
             if since is None or stamp >= since:
