@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ("atomic_write", "is_parquet", "is_remote", "where_in_file")
+__all__ = ("atomic_write", "is_parquet", "is_remote", "is_xrootd", "where_in_file")
 
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
@@ -29,6 +29,17 @@ def is_remote(path: str | os.PathLike[str]) -> bool:
     """
     path = os.fspath(path)
     return "://" in path and not path.startswith("file://")
+
+
+def is_xrootd(path: str) -> bool:
+    """True for an XRootD URL (``root://``, ``roots://``).
+
+    Examples
+    --------
+    >>> is_xrootd("root://eospublic.cern.ch//eos/dy.root"), is_xrootd("https://host/dy.root")
+    (True, False)
+    """
+    return path.startswith(("root://", "roots://"))
 
 
 def is_parquet(path: str) -> bool:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from distproc._paths import is_remote
+from distproc._paths import is_remote, is_xrootd
 from distproc.exceptions import ChecksumError, FileChangedError, FilesetError, format_options
 from distproc.parquet_input import is_parquet
 from distproc.reading import XROOTD_TIMEOUT, _configure_xrootd, remote_options
@@ -208,7 +208,7 @@ def compute_checksum(path: str, algorithm: str = "adler32", *, retries: int = RE
             f"unsupported checksum algorithm {algorithm!r}. {format_options(algorithm, CHECKSUM_ALGORITHMS)}"
         )
         raise ValueError(msg)
-    if path.startswith(("root://", "roots://")):
+    if is_xrootd(path):
         value = with_retries(lambda: _xrootd_checksum(path, algorithm), what=path, retries=retries)
         return parse_checksum(f"{algorithm}:{value}", file=path)
 

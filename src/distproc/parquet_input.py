@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from distproc._paths import is_parquet
+from distproc._paths import is_parquet, is_remote
 from distproc.exceptions import ReadError
 
 __all__ = ("ParquetInput", "count_rows", "is_parquet", "open_parquet", "parquet_events")
@@ -45,7 +45,7 @@ class ParquetInput:
         import pyarrow.parquet as pq
 
         self.path = path
-        if "://" in path and not path.startswith("file://"):
+        if is_remote(path):
             import fsspec
 
             self._handle: Any = fsspec.open(path, "rb").open()

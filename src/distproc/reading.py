@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from distproc._compat import schema_with_form, tree_base_form
-from distproc._paths import is_remote
+from distproc._paths import is_remote, is_xrootd
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
 from distproc.parquet_input import count_rows, is_parquet, open_parquet, parquet_events
 from distproc.remote import RETRIES, RetryingSource, is_permanent_xrootd, with_retries
@@ -114,7 +114,7 @@ def _configure_xrootd() -> None:
 def remote_options(path: str) -> dict[str, Any]:
     """The fsspec (and uproot) options for URL *path*: for XRootD, bounded request timeouts
     (:data:`XROOTD_TIMEOUT`; fsspec-xrootd's default is none), with its client configured first."""
-    if path.startswith(("root://", "roots://")):
+    if is_xrootd(path):
         _configure_xrootd()
         return {"timeout": XROOTD_TIMEOUT}
     return {}

@@ -38,6 +38,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from distproc._compat import retry_erred
+from distproc._paths import atomic_write
 from distproc.exceptions import ClusterError, DistprocError, RunStopped
 from distproc.partitioning import PartitionTable
 from distproc.report import PartitionFailure
@@ -286,6 +287,5 @@ def _child(given: str, result: str) -> None:
     partial = process_partition(proc, table, i)
     import cloudpickle
 
-    with open(result + ".tmp", "wb") as f:
-        cloudpickle.dump(partial, f)
-    os.replace(result + ".tmp", result)
+    with atomic_write(result) as path:
+        path.write_bytes(cloudpickle.dumps(partial))
