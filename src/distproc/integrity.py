@@ -35,8 +35,7 @@ from typing import Any
 from distproc._paths import is_remote, is_xrootd
 from distproc.exceptions import ChecksumError, FileChangedError, FilesetError, format_options
 from distproc.parquet_input import is_parquet
-from distproc.reading import XROOTD_TIMEOUT, _configure_xrootd, remote_options
-from distproc.remote import RETRIES, with_retries
+from distproc.remote import RETRIES, XROOTD_TIMEOUT, configure_xrootd, remote_options, with_retries
 
 __all__ = (
     "CHECKSUM_ALGORITHMS",
@@ -174,7 +173,7 @@ def _xrootd_checksum(url: str, algorithm: str) -> str:
     from XRootD.client import FileSystem
     from XRootD.client.flags import QueryCode
 
-    _configure_xrootd()
+    configure_xrootd()
     parts = urlsplit(url)
     status, response = FileSystem(f"{parts.scheme}://{parts.netloc}").query(
         QueryCode.CHECKSUM, parts.path, timeout=XROOTD_TIMEOUT

@@ -7,8 +7,6 @@ partitions (file, tree, entry range).
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import re
 import struct
 import time
@@ -17,10 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from distproc._compat import schema_with_form, tree_base_form
-from distproc._paths import is_remote, is_xrootd
+from distproc._paths import is_remote
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
 from distproc.parquet_input import count_rows, is_parquet, open_parquet, parquet_events
-from distproc.remote import RETRIES, RetryingSource, is_permanent_xrootd, with_retries
+from distproc.remote import RETRIES, RetryingSource, is_permanent_xrootd, remote_options, with_retries
 
 __all__ = (
     "SCHEMAS",
@@ -31,7 +29,6 @@ __all__ = (
     "file_format",
     "format_skipped",
     "partition_events",
-    "remote_options",
     "skipped_branches",
 )
 
@@ -82,42 +79,6 @@ def check_schema(tree: Any, schema: str, *, dataset: str | None = None) -> None:
 #: collections that were dropped (common in skims). They say nothing about the partition, so they are
 #: silenced here rather than repeated once per partition in every worker's log.
 _SCHEMA_NOISE = ("Missing cross-reference", "Branch .* already exists but its values will be replaced")
-
-#: XRootD client settings applied unless the user set the matching ``XRD_<NAME>`` environment variable.
-#: The client's own defaults (5 connection attempts 120 s apart, 1800 s per request) make a run over a
-#: server that is down hang for many minutes, and after one failed connection it refuses to reconnect to
-#: that server for ``StreamErrorWindow`` (1800 s), so a retry could never succeed. These make every
-#: attempt fail within seconds and reconnect afresh, leaving the retrying to
-#: :class:`~distproc.remote.RetryingSource`, which names the file when it gives up.
-XROOTD_CLIENT_ENV = {
-    "ConnectionWindow": 10,
-    "ConnectionRetry": 1,
-    "RequestTimeout": 120,
-    "StreamErrorWindow": 0,
-}
-#: Seconds an XRootD request (open, read) may take before it fails (passed to fsspec-xrootd).
-XROOTD_TIMEOUT = 120
-
-
-@functools.cache
-def _configure_xrootd() -> None:
-    """Apply :data:`XROOTD_CLIENT_ENV` in this process (once, before the first XRootD connection)."""
-    try:
-        from XRootD.client import EnvPutInt
-    except ImportError:  # no XRootD client: uproot reports that when opening
-        return
-    for name, value in XROOTD_CLIENT_ENV.items():
-        if f"XRD_{name.upper()}" not in os.environ:
-            EnvPutInt(name, value)
-
-
-def remote_options(path: str) -> dict[str, Any]:
-    """The fsspec (and uproot) options for URL *path*: for XRootD, bounded request timeouts
-    (:data:`XROOTD_TIMEOUT`; fsspec-xrootd's default is none), with its client configured first."""
-    if is_xrootd(path):
-        _configure_xrootd()
-        return {"timeout": XROOTD_TIMEOUT}
-    return {}
 
 
 def _uproot_open(path: str, local_reads: str = "thread", retries: int = RETRIES) -> Any:

@@ -21,7 +21,9 @@ the defaults) per partition; a server that is back is used at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,10 +36,21 @@ from uproot.source.chunk import Chunk, Source
 from uproot.source.fsspec import FSSpecSource
 from uproot.source.futures import TrivialFuture
 
-from distproc._paths import is_remote
+from distproc._paths import is_remote, is_xrootd
 from distproc.exceptions import DistprocError, ReadError
 
-__all__ = ("BACKOFF", "RETRIES", "RetryingSource", "is_permanent_xrootd", "is_transient", "with_retries")
+__all__ = (
+    "BACKOFF",
+    "RETRIES",
+    "XROOTD_CLIENT_ENV",
+    "XROOTD_TIMEOUT",
+    "RetryingSource",
+    "configure_xrootd",
+    "is_permanent_xrootd",
+    "is_transient",
+    "remote_options",
+    "with_retries",
+)
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -55,6 +68,43 @@ _XROOTD_PERMANENT = ("[3000]", "[3010]", "[3011]", "[3013]", "[3015]", "[3016]",
 _XROOTD_CLIENT_PERMANENT = ("Auth failed", "Invalid address")
 #: HTTP statuses worth retrying (timeouts, throttling, server errors); any other status is permanent.
 _HTTP_TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+
+
+#: XRootD client settings applied unless the user set the matching ``XRD_<NAME>`` environment variable.
+#: The client's own defaults (5 connection attempts 120 s apart, 1800 s per request) make a run over a
+#: server that is down hang for many minutes, and after one failed connection it refuses to reconnect to
+#: that server for ``StreamErrorWindow`` (1800 s), so a retry could never succeed. These make every
+#: attempt fail within seconds and reconnect afresh, leaving the retrying to
+#: :class:`RetryingSource`, which names the file when it gives up.
+XROOTD_CLIENT_ENV = {
+    "ConnectionWindow": 10,
+    "ConnectionRetry": 1,
+    "RequestTimeout": 120,
+    "StreamErrorWindow": 0,
+}
+#: Seconds an XRootD request (open, read) may take before it fails (passed to fsspec-xrootd).
+XROOTD_TIMEOUT = 120
+
+
+@functools.cache
+def configure_xrootd() -> None:
+    """Apply :data:`XROOTD_CLIENT_ENV` in this process (once, before the first XRootD connection)."""
+    try:
+        from XRootD.client import EnvPutInt
+    except ImportError:  # no XRootD client: uproot reports that when opening
+        return
+    for name, value in XROOTD_CLIENT_ENV.items():
+        if f"XRD_{name.upper()}" not in os.environ:
+            EnvPutInt(name, value)
+
+
+def remote_options(path: str) -> dict[str, Any]:
+    """The fsspec (and uproot) options for URL *path*: for XRootD, bounded request timeouts
+    (:data:`XROOTD_TIMEOUT`; fsspec-xrootd's default is none), with its client configured first."""
+    if is_xrootd(path):
+        configure_xrootd()
+        return {"timeout": XROOTD_TIMEOUT}
+    return {}
 
 
 def is_permanent_xrootd(err: BaseException) -> bool:

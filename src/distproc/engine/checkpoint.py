@@ -257,7 +257,7 @@ def _move(fs: Any, source: str, target: str) -> None:
         return
     from XRootD import client
 
-    from distproc.reading import XROOTD_TIMEOUT
+    from distproc.remote import XROOTD_TIMEOUT
 
     server = client.FileSystem(f"root://{fs.hostid}")
     status, _ = server.mv(source, target, timeout=XROOTD_TIMEOUT)
@@ -270,7 +270,7 @@ def _fs(url: str) -> tuple[Any, str]:
     """The fsspec file system of *url* and the path on it (XRootD with bounded timeouts)."""
     import fsspec
 
-    from distproc.reading import remote_options
+    from distproc.remote import remote_options
 
     return fsspec.core.url_to_fs(url, **remote_options(url))
 
