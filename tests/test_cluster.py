@@ -403,16 +403,16 @@ def test_worker_with_another_version_is_refused(
 def test_a_worker_on_another_python_minor_is_named() -> None:
     # A real worker on another interpreter needs a second Python with the whole stack (an image of its
     # own); the rule and the message are checked here, the refusal of a real worker above.
-    from distproc.cluster.versions import _problems, package_versions
+    from distproc.cluster.versions import package_versions, version_problems
 
     mine = package_versions(["distproc"])
     major, minor, _ = mine["python"].split(".")
     other = {**mine, "python": f"{major}.{int(minor) + 1}.0"}
     patch = {**mine, "python": f"{major}.{minor}.999"}
-    (line,) = _problems("tcp://w:1", other, mine, {"distproc"})
+    (line,) = version_problems("tcp://w:1", other, mine, {"distproc"})
     assert f"python {major}.{int(minor) + 1}.0, client has python {mine['python']}" in line
     assert "same major.minor" in line
-    assert _problems("tcp://w:1", patch, mine, {"distproc"}) == []
+    assert version_problems("tcp://w:1", patch, mine, {"distproc"}) == []
 
 
 @pytest.mark.cluster

@@ -8,7 +8,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from distproc.cluster.versions import CHECKED_PACKAGES, _exact_pins, _problems, package_versions
+from distproc.cluster.versions import CHECKED_PACKAGES, exact_pins, package_versions, version_problems
 
 __all__ = ("VersionGuard",)
 
@@ -31,11 +31,11 @@ class VersionGuard(WorkerPlugin):
 
     def __init__(self, names: Iterable[str] = CHECKED_PACKAGES) -> None:
         self.client_versions = package_versions(names)
-        self.exact = _exact_pins()
+        self.exact = exact_pins()
 
     def setup(self, worker: Any) -> None:
         names = [n for n in self.client_versions if n != "python"]
-        problems = _problems(worker.address, package_versions(names), self.client_versions, self.exact)
+        problems = version_problems(worker.address, package_versions(names), self.client_versions, self.exact)
         if problems:
             logger.error(
                 "distproc: this worker's packages are incompatible with the client's; closing it:\n%s",

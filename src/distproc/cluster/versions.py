@@ -22,7 +22,7 @@ from typing import Any
 
 from distproc.exceptions import ClusterError
 
-__all__ = ("CHECKED_PACKAGES", "check_worker_versions", "package_versions")
+__all__ = ("CHECKED_PACKAGES", "check_worker_versions", "exact_pins", "package_versions", "version_problems")
 
 #: Distributions compared between client and workers (those whose code or objects run on both sides).
 CHECKED_PACKAGES: tuple[str, ...] = (
@@ -69,7 +69,7 @@ def _installed_versions(names: tuple[str, ...]) -> tuple[tuple[str, str | None],
     return tuple(out.items())
 
 
-def _exact_pins() -> set[str]:
+def exact_pins() -> set[str]:
     """Distributions distproc pins with ``==`` (plus distproc itself): these must match exactly."""
     exact = {"distproc"}
     try:
@@ -106,7 +106,9 @@ def _mismatches(
     return found
 
 
-def _problems(worker: str, versions: Any, mine: Mapping[str, str | None], exact: set[str]) -> list[str]:
+def version_problems(
+    worker: str, versions: Any, mine: Mapping[str, str | None], exact: set[str]
+) -> list[str]:
     """One line per incompatible package of *worker* (*versions* may be the exception it raised)."""
     if isinstance(versions, BaseException):
         return [f"  - worker {worker}: could not report versions: {versions!r}"]
@@ -138,8 +140,8 @@ def check_worker_versions(client: Any, names: Iterable[str] = CHECKED_PACKAGES) 
     names = tuple(names)
     mine = package_versions(names)
     theirs = client.run(package_versions, names, on_error="return")
-    exact = _exact_pins()
-    problems = [line for w, v in sorted(theirs.items()) for line in _problems(w, v, mine, exact)]
+    exact = exact_pins()
+    problems = [line for w, v in sorted(theirs.items()) for line in version_problems(w, v, mine, exact)]
     if problems:
         msg = (
             f"{len(problems)} incompatible package version(s) on the cluster's workers:\n"
