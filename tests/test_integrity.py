@@ -126,6 +126,37 @@ def test_parquet_input_replaced_between_preprocessing_and_processing_fails_its_p
     assert result.report.failures[0].describe().startswith(f"skim: {target} entries 0-25: FileChangedError")
 
 
+def test_parquet_input_replaced_with_same_size_rows_and_mtime_fails_by_its_footer(client, tmp_path):
+    """A Parquet file has no UUID: one replaced by another of the same size and rows, its modification
+    time put back, is told apart by the digest of its footer (column chunk statistics) and fails."""
+    import os
+
+    import awkward as ak
+
+    from distproc.parquet_input import count_rows_and_uuid
+
+    plain = {"compression": "none", "parquet_dictionary_encoding": False}  # equal sizes for equal rows
+    directory = tmp_path / "skim"
+    directory.mkdir()
+    for i in range(2):
+        ak.to_parquet(ak.Array({"x": np.arange(100.0) + i}), directory / f"part_{i}.parquet", **plain)
+    target, other = directory / "part_1.parquet", tmp_path / "other.parquet"
+    ak.to_parquet(ak.Array({"x": np.arange(100.0) + 1000}), other, **plain)
+    stat = target.stat()
+    os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the move keeps this time
+    assert other.stat().st_size == stat.st_size
+    recorded, found = count_rows_and_uuid(str(target))[1], count_rows_and_uuid(str(other))[1]
+    assert recorded != found
+
+    fileset = {"skim": [str(directory / "part_*.parquet")]}
+    error = _replaced_run(client, fileset, tmp_path, other, target, schema="base")
+    assert (target.stat().st_mtime_ns, target.stat().st_size) == (stat.st_mtime_ns, stat.st_size)
+    failures = error.result.report.failures
+    assert [(f.file, f.entry_start) for f in failures] == [(str(target), a) for a in range(0, 100, 25)]
+    assert all(f"{CHANGED}: {target} (uuid {recorded} -> {found})" in f.exception for f in failures)
+    assert error.result.output["per_file"] == {"part_0.parquet": 100}
+
+
 @pytest.mark.parametrize("skip", [True, ["OSError"]], ids=["true", "by-type"])
 def test_changed_file_is_skipped_and_reported_with_skip_bad_files(client, inputs, tmp_path, skip):
     directory, other = inputs

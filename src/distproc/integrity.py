@@ -277,7 +277,7 @@ def check_open_file(file: Any, part: Any, record: FileRecord) -> None:
     """After partition *part* opened its file *file* (uproot's, or a Parquet input): raise
     :class:`FileChangedError` when its UUID or entry count differ from *record*."""
     if is_parquet(part.file):
-        found = {"entries": file.parquet.metadata.num_rows}
+        found = {"uuid": file.uuid, "entries": file.parquet.metadata.num_rows}
     else:
         found = {"uuid": str(file.file.uuid), "entries": file[part.treename].num_entries}
     _compare(part.file, record, found, part)

@@ -5,17 +5,29 @@ directory holding it; see :func:`distproc.fileset.normalize_fileset`). Each Parq
 from its footer and read partition by partition through coffea's Parquet NanoEvents path
 (``NanoEventsFactory.from_parquet``, virtual mode: only the columns the processor touches are read), in
 the same task as a ROOT partition, so it runs on every back-end. The tree name is not used.
+
+A Parquet file has no UUID; its identity for :mod:`distproc.integrity` is a digest of its footer
+(:attr:`ParquetInput.uuid`): the offsets, sizes and statistics of every column chunk, so a file replaced
+by another with the same size, rows and modification time is still told apart.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 from typing import Any
 
 from distproc._paths import is_parquet, is_remote
 from distproc.exceptions import ReadError
 
-__all__ = ("ParquetInput", "count_rows", "is_parquet", "open_parquet", "parquet_events")
+__all__ = (
+    "ParquetInput",
+    "count_rows_and_uuid",
+    "is_parquet",
+    "open_parquet",
+    "parquet_events",
+)
 
 
 class _CountingFile(io.FileIO):
@@ -56,6 +68,18 @@ class ParquetInput:
         self.parquet = pq.ParquetFile(self._handle)
         self.array_cache = None
 
+    @functools.cached_property
+    def uuid(self) -> str:
+        """``footer-sha256:`` and the first 16 hex digits of the SHA-256 of the file's footer (its
+        metadata: schema, row groups, and each column chunk's offsets, sizes and statistics)."""
+        handle = self._handle
+        handle.seek(-8, io.SEEK_END)
+        tail = handle.read(8)
+        length = int.from_bytes(tail[:4], "little")
+        handle.seek(-8 - length, io.SEEK_END)
+        footer = handle.read(length)
+        return f"footer-sha256:{hashlib.sha256(footer).hexdigest()[:16]}"
+
     @property
     def file(self) -> ParquetInput:
         """Itself (an uproot ``ReadOnlyDirectory`` has ``.file``; the engine reads counters there)."""
@@ -83,17 +107,17 @@ def open_parquet(path: str, dataset: str | None = None) -> ParquetInput:
         raise ReadError(msg, dataset=dataset, file=path) from err
 
 
-def count_rows(path: str, dataset: str | None = None) -> int:
-    """Rows of a Parquet file, from its footer.
+def count_rows_and_uuid(path: str, dataset: str | None = None) -> tuple[int, str]:
+    """Rows of a Parquet file and its identity (:attr:`ParquetInput.uuid`), from its footer.
 
     Examples
     --------
-    >>> count_rows("skim/ttbar/ttbar_0-1a2b3c4d-0-50000.parquet")  # doctest: +SKIP
-    1234
+    >>> count_rows_and_uuid("skim/ttbar/ttbar_0-1a2b3c4d-0-50000.parquet")  # doctest: +SKIP
+    (1234, 'footer-sha256:3f0c9a1e5b7d2c48')
     """
     file = open_parquet(path, dataset)
     try:
-        return int(file.parquet.metadata.num_rows)
+        return int(file.parquet.metadata.num_rows), file.uuid
     finally:
         file.close()
 

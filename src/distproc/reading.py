@@ -17,7 +17,7 @@ from typing import Any
 from distproc._compat import schema_with_form, tree_base_form
 from distproc._paths import is_remote
 from distproc.exceptions import ConfigError, FilesetError, ReadError, format_options
-from distproc.parquet_input import count_rows, is_parquet, open_parquet, parquet_events
+from distproc.parquet_input import count_rows_and_uuid, is_parquet, open_parquet, parquet_events
 from distproc.remote import RETRIES, RetryingSource, is_permanent_xrootd, remote_options, with_retries
 
 __all__ = (
@@ -173,11 +173,12 @@ def count_entries(path: str, treename: str, dataset: str | None = None, retries:
 
 def count_entries_and_uuid(
     path: str, treename: str, dataset: str | None = None, retries: int = RETRIES
-) -> tuple[int, str | None]:
-    """:func:`count_entries` and the file's UUID (None for Parquet), which preprocessing records
+) -> tuple[int, str]:
+    """:func:`count_entries` and the file's UUID (for Parquet, a digest of its footer:
+    :attr:`~distproc.parquet_input.ParquetInput.uuid`), which preprocessing records
     (:mod:`distproc.integrity`)."""
     if is_parquet(path):
-        return count_rows(path, dataset), None
+        return count_rows_and_uuid(path, dataset)
     with _open_file(path, retries=retries, dataset=dataset) as file:
         entries = _header_entries(file, treename)
         if entries is None:
