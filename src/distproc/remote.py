@@ -16,6 +16,10 @@ Once a read's retries are used up, its server counts as down for the rest of the
 process): later reads from it are tried once, not retried, until one succeeds. A server gone for good
 then fails each remaining partition in one attempt instead of one full round of back-offs (15.5 s with
 the defaults) per partition; a server that is back is used at once.
+
+The XRootD client itself is configured here too (:data:`XROOTD_CLIENT_ENV`, :func:`remote_options`):
+bounded connection attempts and request timeouts, so that the retrying above decides how long a run
+waits for a server, not the client's own defaults of many minutes.
 """
 
 from __future__ import annotations
