@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import pickle
 from typing import Any
 
 from distproc._paths import is_parquet, is_remote
@@ -71,14 +72,9 @@ class ParquetInput:
     @functools.cached_property
     def uuid(self) -> str:
         """``footer-sha256:`` and the first 16 hex digits of the SHA-256 of the file's footer (its
-        metadata: schema, row groups, and each column chunk's offsets, sizes and statistics)."""
-        handle = self._handle
-        handle.seek(-8, io.SEEK_END)
-        tail = handle.read(8)
-        length = int.from_bytes(tail[:4], "little")
-        handle.seek(-8 - length, io.SEEK_END)
-        footer = handle.read(length)
-        return f"footer-sha256:{hashlib.sha256(footer).hexdigest()[:16]}"
+        metadata: schema, row groups, and each column chunk's offsets, sizes and statistics), as pyarrow
+        read it when the file was opened (its pickle holds the footer serialised: nothing is read again)."""
+        return f"footer-sha256:{hashlib.sha256(pickle.dumps(self.parquet.metadata)).hexdigest()[:16]}"
 
     @property
     def file(self) -> ParquetInput:
